@@ -1,0 +1,71 @@
+"""``ecgd`` command line: argv -> command -> exit code.
+
+Exit codes (also in the README and ``ecgd --help``):
+  0   success
+  1   one or more input files could not be read (each named on stderr), or a check failed
+  2   command-line usage error
+  65  model, manifest or checkpoint refused; sealed report failed authentication
+  69  a live source failed
+  74  a report could not be written
+  78  configuration invalid (systemd does not restart the service on 78)
+  70  internal error (a bug: please report it with the log)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from ecgd import __version__
+from ecgd.errors import EcgdError
+
+EXIT_INTERNAL = 70
+
+# Subcommand modules in the order ``ecgd --help`` lists them.
+COMMAND_MODULES = (
+    "ecgd.commands.analyze",
+    "ecgd.commands.model",
+)
+
+EPILOG = """exit codes:
+  0   success
+  1   an input file could not be read (named on stderr), or a check failed
+  2   command-line usage error
+  65  model, manifest or checkpoint refused; sealed report failed authentication
+  69  a live source failed
+  74  a report could not be written
+  78  configuration invalid (systemd does not restart the service on 78)
+  70  internal error (a bug)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecgd",
+        description="Bedside 12-lead ECG interpretation: recordings in, sealed reports out.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ecgd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except EcgdError as exc:
+        print(f"ecgd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

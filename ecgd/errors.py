@@ -1,0 +1,67 @@
+"""The ecgd error tree.
+
+Every failure ecgd expects is one of these; anything else is a bug. Foreign exceptions
+(OSError, ValueError from numpy, onnxruntime's errors, ...) are translated once, at the
+edge where they happen, with ``raise ... from exc``.
+
+    EcgdError                  base; ``exit_code`` is what a command exits with
+      ConfigError        78    bad config or key material: refuse to start; systemd does
+                               not restart-loop (RestartPreventExitStatus=78)
+      ModelError         65    bad / mismatched model, manifest or checkpoint: refuse
+        CheckpointError  65    a checkpoint that is not a Net1D state dict, or unsafe
+      RecordError         1    a bad input recording: report it, quarantine it, keep running
+      SourceError        69    live device gone / protocol broken: reconnect with backoff
+      SealError          74    cannot encrypt or durably write a report: keep the input,
+                               retry, alert
+        TamperedError    65    a sealed report that fails authentication on decrypt
+
+A window that fails quality control is not an error: it is a normal result
+(``QualityVerdict``) that still produces a report.
+"""
+from __future__ import annotations
+
+
+class EcgdError(Exception):
+    """Base of every error ecgd raises on purpose. ``str(err)`` is one line."""
+
+    exit_code = 1
+
+
+class ConfigError(EcgdError):
+    """The configuration (or key material it names) is invalid."""
+
+    exit_code = 78
+
+
+class ModelError(EcgdError):
+    """A model, manifest or checkpoint is missing, mismatched or malformed."""
+
+    exit_code = 65
+
+
+class CheckpointError(ModelError):
+    """A checkpoint is not a loadable Net1D state dict (or is unsafe to load)."""
+
+
+class RecordError(EcgdError):
+    """An input recording cannot be read or is not a usable ECG."""
+
+    exit_code = 1
+
+
+class SourceError(EcgdError):
+    """A live source failed (device vanished, unreadable, protocol broken)."""
+
+    exit_code = 69
+
+
+class SealError(EcgdError):
+    """A report could not be encrypted or durably written."""
+
+    exit_code = 74
+
+
+class TamperedError(SealError):
+    """A sealed report failed authentication or is not an ecgd container."""
+
+    exit_code = 65

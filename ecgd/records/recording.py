@@ -1,0 +1,134 @@
+"""The one type every reader returns, and the 12-lead arrangement the model needs.
+
+Readers live one per format in this package; each turns a file into a ``Recording``
+(float32 millivolts, ``[leads, n]``, the file's own rate and lead names normalized).
+Nothing here guesses: a lead that cannot be obtained is reported, never zero-filled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ecgd.errors import RecordError
+
+STANDARD_LEADS: Tuple[str, ...] = (
+    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
+)
+
+_CANONICAL_BY_KEY = {name.upper(): name for name in STANDARD_LEADS}
+_LEAD_PREFIXES = ("MDC_ECG_LEAD_", "LEAD_", "LEAD ")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """A decoded ECG recording.
+
+    ``samples_mv`` is float32 ``[n_leads, n_samples]`` in millivolts, in the order of
+    ``lead_names`` (normalized with :func:`normalize_lead_name` where they are standard
+    leads; other channels keep their own name). ``patient_id`` is the plain identifier the
+    file carries, if any: it must never reach a log line, a file name or a report.
+    """
+
+    samples_mv: np.ndarray
+    fs_hz: float
+    lead_names: Tuple[str, ...]
+    format: str
+    start_time: Optional[dt.datetime] = None
+    patient_id: Optional[str] = None
+    metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples_mv.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.fs_hz
+
+
+def normalize_lead_name(raw: str) -> str:
+    """Return the standard spelling of a lead name, or the stripped input if not standard.
+
+    ``I``, ``ii``, ``AVR``, ``avr``, ``MDC_ECG_LEAD_AVR``, ``Lead I (Einthoven)``,
+    ``Lead aVR`` and ``V1`` all map onto the names in ``STANDARD_LEADS``.
+    """
+    name = raw.strip()
+    name = re.sub(r"\s*\(.*\)\s*$", "", name)  # "Lead I (Einthoven)" -> "Lead I"
+    key = name.upper()
+    for prefix in _LEAD_PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix):].strip()
+            break
+    key = key.replace("-", "").replace(" ", "")
+    return _CANONICAL_BY_KEY.get(key, name)
+
+
+def validate_recording(recording: Recording, source: str) -> Recording:
+    """Refuse recordings no reader should return: wrong shape, bad rate, NaN/Inf samples."""
+    samples = recording.samples_mv
+    if samples.ndim != 2 or samples.shape[0] != len(recording.lead_names):
+        raise RecordError(f"{source}: samples shape {samples.shape} does not match "
+                          f"{len(recording.lead_names)} lead names")
+    if samples.shape[1] == 0:
+        raise RecordError(f"{source}: no samples")
+    if not (1.0 <= recording.fs_hz <= 20000.0):
+        raise RecordError(f"{source}: implausible sampling rate {recording.fs_hz:g} Hz")
+    if not np.all(np.isfinite(samples)):
+        raise RecordError(f"{source}: samples contain NaN or Inf")
+    duplicates = {n for n in recording.lead_names if recording.lead_names.count(n) > 1}
+    if duplicates:
+        raise RecordError(f"{source}: duplicate leads {sorted(duplicates)}")
+    return recording
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardLeads:
+    """A recording arranged in the model's lead order.
+
+    ``samples_mv`` is float32 ``[12, n]`` in ``STANDARD_LEADS`` order, or None when a lead
+    is ``missing`` (then the recording cannot be interpreted). ``derived`` names the limb
+    leads computed from I and II (8-lead exports).
+    """
+
+    samples_mv: Optional[np.ndarray]
+    derived: Tuple[str, ...]
+    missing: Tuple[str, ...]
+
+
+def arrange_standard_leads(recording: Recording,
+                           order: Sequence[str] = STANDARD_LEADS) -> StandardLeads:
+    """Pick the 12 standard leads in model order, deriving III/aVR/aVL/aVF from I and II.
+
+    Einthoven/Goldberger: III = II - I; aVR = -(I + II)/2; aVL = I - II/2; aVF = II - I/2.
+    """
+    index = {name: i for i, name in enumerate(recording.lead_names)}
+    samples = recording.samples_mv
+    lead_i = samples[index["I"]] if "I" in index else None
+    lead_ii = samples[index["II"]] if "II" in index else None
+    derivable = lead_i is not None and lead_ii is not None
+    out = np.empty((len(order), recording.n_samples), dtype=np.float32)
+    derived = []
+    missing = []
+    for row, name in enumerate(order):
+        if name in index:
+            out[row] = samples[index[name]]
+        elif derivable and name in _DERIVATIONS:
+            out[row] = _DERIVATIONS[name](lead_i, lead_ii)
+            derived.append(name)
+        else:
+            missing.append(name)
+    if missing:
+        return StandardLeads(None, tuple(derived), tuple(missing))
+    return StandardLeads(out, tuple(derived), ())
+
+
+_DERIVATIONS = {
+    "III": lambda i, ii: ii - i,
+    "aVR": lambda i, ii: -(i + ii) / 2.0,
+    "aVL": lambda i, ii: i - ii / 2.0,
+    "aVF": lambda i, ii: ii - i / 2.0,
+}
