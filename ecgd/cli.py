@@ -24,8 +24,14 @@ EXIT_INTERNAL = 70
 
 # Subcommand modules in the order ``ecgd --help`` lists them.
 COMMAND_MODULES = (
+    "ecgd.commands.run",
+    "ecgd.commands.check",
     "ecgd.commands.analyze",
     "ecgd.commands.model",
+    "ecgd.commands.keygen",
+    "ecgd.commands.decrypt",
+    "ecgd.commands.patient",
+    "ecgd.commands.simulate",
 )
 
 EPILOG = """exit codes:

@@ -174,6 +174,7 @@ class SerialConfig:
     lead_names: Tuple[str, ...] = ()
     units: str = "mv"
     lsb_uv: float = 1.0
+    fs_hz: float = 500.0  # text format only: the other formats carry or fix their rate
     gain: int = 24
     stall_s: float = 5.0
     backoff_initial_s: float = 0.5
@@ -188,6 +189,13 @@ class SerialConfig:
         _require(self.units in ("mv", "uv", "counts"), "serial", "units",
                  "must be mv, uv or counts")
         _require(self.lsb_uv > 0, "serial", "lsb_uv", "must be positive")
+        _require(0 < self.fs_hz <= 20000, "serial", "fs_hz", "must be in (0, 20000]")
+        _require(self.gain in (1, 2, 4, 6, 8, 12, 24), "serial", "gain",
+                 "must be an ADS1299 gain: 1, 2, 4, 6, 8, 12 or 24")
+        expected_leads = {"openbci-cyton": (8,), "text": (8, 12), "ecgd-frame": (0,)}
+        _require(len(self.lead_names) in (0,) + expected_leads[self.format], "serial",
+                 "lead_names", "must be empty (format default), 8 names for openbci-cyton, "
+                 "8 or 12 for text, and empty for ecgd-frame (frames name their leads)")
         _require(self.stall_s > 0, "serial", "stall_s", "must be positive")
         _require(0 < self.backoff_initial_s <= self.backoff_max_s, "serial", "backoff_initial_s",
                  "must be positive and <= backoff_max_s")

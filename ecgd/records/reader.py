@@ -1,7 +1,7 @@
 """Open any supported recording: refuse unsafe paths, detect the format, call its reader.
 
-Each format module exposes ``read(path: Path) -> Recording`` and raises ``RecordError``
-(one line naming the file and the reason) for anything it cannot decode.
+Each format module exposes ``read(path: Path, max_bytes: int) -> Recording`` and raises
+``RecordError`` (one line naming the file and the reason) for anything it cannot decode.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ FORMAT_MODULES = {
     "csv": "ecgd.records.array_formats",
     "numpy": "ecgd.records.array_formats",
     "dicom": "ecgd.records.dicom_format",
+    "edf": "ecgd.records.edf_format",
     "hl7-aecg": "ecgd.records.hl7_aecg",
     "ge-muse": "ecgd.records.ge_muse",
     "ge-cardiosoft": "ecgd.records.ge_cardiosoft",
@@ -66,6 +67,11 @@ def detect_format(path: Path) -> str:
         return "csv"
     if suffix in (".npy", ".npz"):
         return "numpy"
+    if suffix == ".edf":
+        return "edf"
+    if suffix == ".scp":
+        raise RecordError(f"{path.name}: SCP-ECG is not supported; export the recording as "
+                          f"DICOM, HL7 aECG XML, EDF or WFDB")
     with open(path, "rb") as handle:
         head = handle.read(_SNIFF_BYTES)
     if suffix == ".dcm" or head[128:132] == b"DICM":
@@ -79,8 +85,11 @@ def detect_format(path: Path) -> str:
     if suffix in (".dat", ".mat") and path.with_suffix(".hea").exists():
         raise RecordError(f"{path.name}: is a WFDB signal file; give its header "
                           f"{path.with_suffix('.hea').name}")
-    raise RecordError(f"{path.name}: unsupported format (supported: WFDB .hea, CSV, NumPy, "
-                      f"DICOM, HL7 aECG, GE MUSE, GE CardioSoft and Philips XML)")
+    if suffix == ".mat":
+        raise RecordError(f"{path.name}: MATLAB .mat without a WFDB header: sampling rate and "
+                          f"lead names are not stored; add a .hea header or convert to .npz")
+    raise RecordError(f"{path.name}: unsupported format (supported: WFDB .hea, CSV, NumPy "
+                      f".npz, DICOM, EDF, HL7 aECG, GE MUSE, GE CardioSoft and Philips XML)")
 
 
 def read_recording(path: Path, max_bytes: int) -> Recording:

@@ -1,0 +1,82 @@
+"""Pseudonyms: patient identifiers replaced by a keyed hash before anything leaves memory.
+
+``pseudonymize`` is HMAC-SHA256 under a site secret, so the same patient gets the same
+pseudonym on this appliance (reports can be linked), while without the key a pseudonym
+cannot be turned back into an identifier by hashing a list of candidate IDs.
+
+Key file format (exact; anything else is refused): hex digits only, lowercase or uppercase,
+at least 64 of them (32 bytes) and an even number, optionally followed by one newline.
+``ecgd keygen`` writes 64 lowercase hex digits and a newline.
+"""
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import os
+import re
+from pathlib import Path
+
+from ecgd.config import PrivacyConfig
+from ecgd.errors import ConfigError
+
+PSEUDONYM_KEY_MIN_BYTES = 32
+# A key file is one short line; a bigger file is a mistake and is not read whole.
+_KEY_FILE_MAX_BYTES = 1024
+_HEX_LINE = re.compile(rb"([0-9a-fA-F]+)\n?")
+
+
+def pseudonymize(identifier: str, key: bytes) -> str:
+    """The pseudonym of ``identifier``: lowercase hex HMAC-SHA256(key, identifier as UTF-8).
+
+    The identifier is hashed exactly as given; callers decide normalisation (e.g. stripping).
+    """
+    if len(key) < PSEUDONYM_KEY_MIN_BYTES:
+        raise ValueError(f"pseudonym key must be at least {PSEUDONYM_KEY_MIN_BYTES} bytes")
+    return hmac.new(key, identifier.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def parse_pseudonym_key(content: bytes, source: str) -> bytes:
+    """Decode the text of a pseudonym key file; ConfigError naming ``source`` if malformed."""
+    match = _HEX_LINE.fullmatch(content)
+    if match is None:
+        raise ConfigError(
+            f"{source}: pseudonym key must be one line of hex digits "
+            f"(at least {2 * PSEUDONYM_KEY_MIN_BYTES})"
+        )
+    digits = match.group(1)
+    if len(digits) % 2:
+        raise ConfigError(f"{source}: pseudonym key has an odd number of hex digits")
+    key = binascii.unhexlify(digits)
+    if len(key) < PSEUDONYM_KEY_MIN_BYTES:
+        raise ConfigError(
+            f"{source}: pseudonym key is {len(key)} bytes, needs at least "
+            f"{PSEUDONYM_KEY_MIN_BYTES}"
+        )
+    return key
+
+
+def pseudonym_key_path(config: PrivacyConfig) -> Path:
+    """Where the key is read from: the systemd credential if present, else the key file."""
+    credentials_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials_dir:
+        credential = Path(credentials_dir) / config.pseudonym_credential
+        if credential.is_file():
+            return credential
+    return config.pseudonym_key_file
+
+
+def load_pseudonym_key(config: PrivacyConfig) -> bytes:
+    """Read the pseudonym key (systemd ``LoadCredential=`` first, then the key file).
+
+    ConfigError naming the file if it is missing, unreadable, short or malformed.
+    """
+    path = pseudonym_key_path(config)
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read(_KEY_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pseudonym key: {exc.strerror or exc}") from exc
+    if len(content) > _KEY_FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: pseudonym key file is larger than {_KEY_FILE_MAX_BYTES} bytes")
+    return parse_pseudonym_key(content, str(path))

@@ -1,0 +1,188 @@
+"""Signal quality control of one window, on the raw millivolt signal, before preprocessing.
+
+A verdict is a value, not an exception: a rejected window still gets a report that says why.
+Every check runs on all leads at once (``[leads, n]`` arrays, no per-lead Python loop).
+
+Per lead (reason code ``<check>:<lead>``):
+
+- ``saturation``: more than ``saturation_fraction_max`` of the samples sit in clipped runs, i.e.
+  runs of ``clip_run_min_samples`` or more consecutive samples within 0.5% of the lead's
+  peak-to-peak range from its maximum or its minimum. The ADC rails are not carried with a
+  recording, so the lead's own extremes stand in for them: a clipped front end pins the signal
+  there, a real ECG only touches its extremes for a sample or two per beat.
+- ``flatline``: the variance of some ``flatline_window_s`` stretch (sliding by one sample) is
+  below ``flatline_variance_min_mv2``.
+- ``lead_off``: the lead's RMS about its mean is below ``lead_off_rms_min_mv``, or the front
+  end's lead-off bit is set.
+- ``amplitude``: peak-to-peak above ``amplitude_max_mv`` (wrong units or gain, or artefact).
+- ``noise``: high-frequency (muscle) power ratio, power at or above 40 Hz over power at or above
+  0.5 Hz, both without the mains line and its harmonics, above ``noise_hf_ratio_max``.
+- ``powerline``: power within mains +- 1 Hz over power at or above 0.5 Hz, above
+  ``powerline_ratio_max``.
+- ``baseline_wander``: power below 0.5 Hz over all power (DC removed), above
+  ``baseline_wander_ratio_max``.
+
+Spectral checks are skipped on leads already flagged ``lead_off`` (their ratios divide noise by
+noise). Per window: ``no_beats`` when fewer than ``min_beats`` R peaks are found. The quality
+score is QS = 1 - (saturated or flat samples) / (leads x samples); a window is accepted only
+when QS > ``quality_score_min`` and there is no reason at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ecgd.config import QcConfig
+from ecgd.errors import RecordError
+from ecgd.rpeaks import detect_r_peaks
+
+CLIP_TOLERANCE_FRACTION = 0.005   # of the lead's peak-to-peak range
+NOISE_BAND_LOW_HZ = 40.0          # ECG (QRS) power is almost all below this
+SIGNAL_BAND_LOW_HZ = 0.5          # below this is baseline wander
+MAINS_HALF_WIDTH_HZ = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityVerdict:
+    """The quality-control result of one window.
+
+    ``ok``: accept the window for interpretation. ``score``: QS in [0, 1]. ``reasons``: reason
+    codes such as ``flatline:V3`` or ``no_beats``, empty when ``ok``. ``per_lead``: by lead
+    name, the measured values behind the checks (``rms_mv``, ``ptp_mv``, ``saturated_fraction``,
+    ``flat_fraction``, ``hf_ratio``, ``powerline_ratio``, ``wander_ratio``; ratios are None
+    on leads too weak to measure). ``n_beats``: R peaks counted for ``no_beats``.
+    """
+
+    ok: bool
+    score: float
+    reasons: Tuple[str, ...]
+    per_lead: Dict[str, Dict[str, Optional[float]]] = dataclasses.field(default_factory=dict)
+    n_beats: int = 0
+
+
+def _runs_at_least(mask: np.ndarray, run: int) -> np.ndarray:
+    """True where a sample is inside a run of ``run`` or more consecutive True in its row."""
+    n = mask.shape[1]
+    if n < run:
+        return np.zeros_like(mask)
+    counts = np.zeros((mask.shape[0], n + 1), dtype=np.int64)
+    np.cumsum(mask, axis=1, out=counts[:, 1:])
+    full = (counts[:, run:] - counts[:, :-run]) == run    # run starting at j is all True
+    return _cover(full, run, n)
+
+
+def _cover(starts: np.ndarray, length: int, n: int) -> np.ndarray:
+    """Mark the ``length`` samples after every True start (rows of ``starts``), as a mask."""
+    edges = np.zeros((starts.shape[0], n + 1), dtype=np.int64)
+    edges[:, : starts.shape[1]] += starts
+    edges[:, length: length + starts.shape[1]] -= starts
+    return np.cumsum(edges[:, :n], axis=1) > 0
+
+
+def _clipped_samples(x: np.ndarray, run: int) -> np.ndarray:
+    """Samples in clipped runs at the lead's maximum or minimum (see module docstring)."""
+    high = x.max(axis=1, keepdims=True)
+    low = x.min(axis=1, keepdims=True)
+    tolerance = CLIP_TOLERANCE_FRACTION * (high - low)
+    # A constant lead has no extremes to clip at: that is a flatline, not saturation.
+    varying = (high - low) > 0
+    at_rail = ((x >= high - tolerance) | (x <= low + tolerance)) & varying
+    return _runs_at_least(at_rail, run)
+
+
+def _flat_samples(centered: np.ndarray, window: int, variance_min_mv2: float) -> np.ndarray:
+    """Samples inside some ``window``-sample stretch whose variance is below the minimum."""
+    n = centered.shape[1]
+    window = min(window, n)
+    sums = np.zeros((centered.shape[0], n + 1))
+    squares = np.zeros((centered.shape[0], n + 1))
+    np.cumsum(centered, axis=1, out=sums[:, 1:])
+    np.cumsum(centered * centered, axis=1, out=squares[:, 1:])
+    mean = (sums[:, window:] - sums[:, :-window]) / window
+    variance = (squares[:, window:] - squares[:, :-window]) / window - mean * mean
+    return _cover(variance < variance_min_mv2, window, n)
+
+
+def _band_ratios(centered: np.ndarray, fs_hz: float,
+                 mains_hz: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per lead: (high-frequency, powerline, baseline-wander) power ratios."""
+    power = np.abs(np.fft.rfft(centered, axis=1)) ** 2
+    freqs_hz = np.fft.rfftfreq(centered.shape[1], d=1.0 / fs_hz)
+    harmonic = np.round(freqs_hz / mains_hz)
+    near_mains = (harmonic >= 1) & (np.abs(freqs_hz - harmonic * mains_hz) <= MAINS_HALF_WIDTH_HZ)
+    fundamental = np.abs(freqs_hz - mains_hz) <= MAINS_HALF_WIDTH_HZ
+    signal_band = freqs_hz >= SIGNAL_BAND_LOW_HZ
+    tiny = np.finfo(np.float64).tiny
+    total = power[:, 1:].sum(axis=1) + tiny
+    in_band = power[:, signal_band].sum(axis=1) + tiny
+    clean_band = power[:, signal_band & ~near_mains].sum(axis=1) + tiny
+    hf = power[:, (freqs_hz >= NOISE_BAND_LOW_HZ) & ~near_mains].sum(axis=1) / clean_band
+    powerline = power[:, fundamental].sum(axis=1) / in_band
+    wander = power[:, (freqs_hz > 0) & ~signal_band].sum(axis=1) / total
+    return hf, powerline, wander
+
+
+def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str],
+                  thresholds: QcConfig, mains_hz: int = 50,
+                  lead_off: Optional[Sequence[bool]] = None,
+                  r_peaks: Optional[np.ndarray] = None) -> QualityVerdict:
+    """Assess one raw window ``[leads, n]`` in millivolts at ``fs_hz`` (see module docstring).
+
+    ``lead_off`` is the front end's per-lead electrode-off bit where a source has one;
+    ``r_peaks`` the R peaks already found in this window (detected here when None).
+    Raises RecordError when the shape does not match ``lead_names``.
+    """
+    x = np.asarray(window_mv, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != len(lead_names) or x.shape[1] < 2:
+        raise RecordError(f"quality control: window of shape {x.shape} does not match "
+                          f"{len(lead_names)} leads of at least 2 samples")
+    if lead_off is not None and len(lead_off) != len(lead_names):
+        raise RecordError(f"quality control: {len(lead_off)} lead-off bits for "
+                          f"{len(lead_names)} leads")
+    centered = x - x.mean(axis=1, keepdims=True)
+    rms_mv = np.sqrt(np.mean(centered * centered, axis=1))
+    ptp_mv = x.max(axis=1) - x.min(axis=1)
+    saturated = _clipped_samples(x, thresholds.clip_run_min_samples)
+    flat = _flat_samples(centered, max(2, int(round(thresholds.flatline_window_s * fs_hz))),
+                         thresholds.flatline_variance_min_mv2)
+    score = 1.0 - float(np.count_nonzero(saturated | flat)) / saturated.size
+    saturated_fraction = saturated.mean(axis=1)
+    flat_fraction = flat.mean(axis=1)
+    off = rms_mv < thresholds.lead_off_rms_min_mv
+    if lead_off is not None:
+        off = off | np.asarray(lead_off, dtype=bool)
+    hf, powerline, wander = _band_ratios(centered, fs_hz, mains_hz)
+    measurable = ~off
+
+    checks: List[Tuple[str, np.ndarray]] = [
+        ("saturation", saturated_fraction > thresholds.saturation_fraction_max),
+        ("flatline", flat_fraction > 0),
+        ("lead_off", off),
+        ("amplitude", ptp_mv > thresholds.amplitude_max_mv),
+        ("noise", measurable & (hf > thresholds.noise_hf_ratio_max)),
+        ("powerline", measurable & (powerline > thresholds.powerline_ratio_max)),
+        ("baseline_wander", measurable & (wander > thresholds.baseline_wander_ratio_max)),
+    ]
+    reasons = [f"{code}:{lead_names[i]}" for code, failed in checks for i in np.flatnonzero(failed)]
+    if r_peaks is None:
+        r_peaks = detect_r_peaks(x, fs_hz)
+    n_beats = int(len(r_peaks))
+    if n_beats < thresholds.min_beats:
+        reasons.append("no_beats")
+
+    per_lead: Dict[str, Dict[str, Optional[float]]] = {}
+    for i, name in enumerate(lead_names):
+        per_lead[name] = {
+            "rms_mv": float(rms_mv[i]),
+            "ptp_mv": float(ptp_mv[i]),
+            "saturated_fraction": float(saturated_fraction[i]),
+            "flat_fraction": float(flat_fraction[i]),
+            "hf_ratio": float(hf[i]) if measurable[i] else None,
+            "powerline_ratio": float(powerline[i]) if measurable[i] else None,
+            "wander_ratio": float(wander[i]) if measurable[i] else None,
+        }
+    ok = not reasons and score > thresholds.quality_score_min
+    return QualityVerdict(ok=ok, score=score, reasons=tuple(reasons), per_lead=per_lead,
+                          n_beats=n_beats)

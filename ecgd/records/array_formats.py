@@ -1,0 +1,246 @@
+"""Plain arrays: CSV text and NumPy ``.npz`` archives, with a fixed convention for rate,
+leads and units (neither format stores them by itself, and ecgd never assumes them).
+
+CSV convention (UTF-8 text, comma-separated)::
+
+    # fs_hz=500, units=mV
+    time_s,I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6
+    0.000,0.012,-0.034,...
+    0.002,0.015,-0.030,...
+
+- Lines starting with ``#`` before the header are comments; ``key=value`` pairs in them
+  (separated by commas or spaces) set ``fs_hz`` (samples per second, required) and
+  ``units`` (``mV`` or ``uV``, required). A file without either is refused.
+- The first other line is the header: one lead name per column, any spelling (``aVR``,
+  ``AVR``, ``avr``, ``Lead aVR``). An optional first column named ``time_s`` is ignored.
+- Every following non-empty line holds one sample per lead, as a decimal number; a row
+  with a different number of values than the header, an empty or non-numeric value, NaN
+  or Inf is refused with its line number.
+
+NumPy convention: an ``.npz`` archive (``numpy.savez``) holding
+
+- ``signal``: numeric array ``[leads, n_samples]``,
+- ``fs_hz``: scalar sampling rate in Hz,
+- ``lead_names``: string array with one name per row of ``signal``,
+- ``units``: string scalar, ``"mV"`` or ``"uV"``.
+
+Archives are opened with ``allow_pickle=False`` and refused when their uncompressed
+members exceed the input size limit. A bare ``.npy`` array is refused: it cannot carry the
+sampling rate, lead names or units.
+"""
+from __future__ import annotations
+
+import math
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ecgd.errors import RecordError
+from ecgd.records.recording import Recording, normalize_lead_name
+
+_MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3}
+_TIME_COLUMN = "time_s"
+_KEY_VALUE = re.compile(r"([A-Za-z_]+)\s*=\s*([^,\s]+)")
+_NPZ_KEYS = ("signal", "fs_hz", "lead_names", "units")
+
+
+def read(path: Path, max_bytes: int) -> Recording:
+    """Read a CSV or ``.npz`` recording (see the module docstring) as millivolts."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path, max_bytes)
+    if suffix == ".npz":
+        return read_npz(path, max_bytes)
+    if suffix == ".npy":
+        raise RecordError(f"{path.name}: a bare .npy array stores no sampling rate, lead "
+                          f"names or units; save an .npz with signal, fs_hz, lead_names, units")
+    raise RecordError(f"{path.name}: not a CSV or NumPy .npz file")
+
+
+def read_csv(path: Path, max_bytes: int) -> Recording:
+    """Read a CSV file following the convention in the module docstring."""
+    name = path.name
+    lines = _read_text(path, max_bytes).splitlines()
+    settings: Dict[str, str] = {}
+    row = 0
+    while row < len(lines) and (not lines[row].strip() or lines[row].lstrip().startswith("#")):
+        settings.update((k.lower(), v) for k, v in _KEY_VALUE.findall(lines[row]))
+        row += 1
+    if "fs_hz" not in settings:
+        raise RecordError(f"{name}: no '# fs_hz=...' comment before the header; the sampling "
+                          f"rate is never assumed")
+    if "units" not in settings:
+        raise RecordError(f"{name}: no 'units=mV' or 'units=uV' in the comment before the "
+                          f"header; units are never assumed")
+    fs_hz = _parse_rate(settings["fs_hz"], name)
+    scale_mv = _mv_per_unit(settings["units"], name)
+    if row >= len(lines):
+        raise RecordError(f"{name}: no header line of lead names")
+    columns = [cell.strip() for cell in lines[row].split(",")]
+    skip_time = columns[0].lower() == _TIME_COLUMN
+    raw_names = columns[1:] if skip_time else columns
+    if not raw_names or any(not cell for cell in raw_names):
+        raise RecordError(f"{name}: line {row + 1}: header has an empty lead name")
+    values = _parse_rows(lines[row + 1:], first_line=row + 2, n_columns=len(columns), name=name)
+    if values.shape[0] == 0:
+        raise RecordError(f"{name}: header but no samples")
+    samples = values[:, 1:] if skip_time else values
+    _refuse_non_finite(samples.T, raw_names, name)
+    return Recording(
+        samples_mv=(samples.T * scale_mv).astype(np.float32),
+        fs_hz=fs_hz,
+        lead_names=_lead_names(raw_names, name),
+        format="csv",
+        metadata={"units": settings["units"], "original_lead_names": list(raw_names)},
+    )
+
+
+def read_npz(path: Path, max_bytes: int) -> Recording:
+    """Read an ``.npz`` archive following the convention in the module docstring."""
+    name = path.name
+    arrays = _load_npz(path, max_bytes)
+    signal = arrays["signal"]
+    if signal.ndim != 2 or not (np.issubdtype(signal.dtype, np.integer)
+                                or np.issubdtype(signal.dtype, np.floating)):
+        raise RecordError(f"{name}: 'signal' must be a numeric [leads, n_samples] array, got "
+                          f"{signal.dtype} with shape {signal.shape}")
+    raw_names = _string_list(arrays["lead_names"], "lead_names", name)
+    if len(raw_names) != signal.shape[0]:
+        raise RecordError(f"{name}: {len(raw_names)} lead names for {signal.shape[0]} rows of "
+                          f"'signal' (expected [leads, n_samples])")
+    if signal.shape[1] == 0:
+        raise RecordError(f"{name}: 'signal' holds no samples")
+    units = _string_list(arrays["units"], "units", name)
+    if len(units) != 1:
+        raise RecordError(f"{name}: 'units' must be one string, 'mV' or 'uV'")
+    fs_array = arrays["fs_hz"]
+    if fs_array.size != 1 or not np.issubdtype(fs_array.dtype, np.number):
+        raise RecordError(f"{name}: 'fs_hz' must be one number")
+    fs_hz = _parse_rate(str(fs_array.reshape(-1)[0].item()), name)
+    samples = signal.astype(np.float64)
+    _refuse_non_finite(samples, raw_names, name)
+    return Recording(
+        samples_mv=(samples * _mv_per_unit(units[0], name)).astype(np.float32),
+        fs_hz=fs_hz,
+        lead_names=_lead_names(raw_names, name),
+        format="numpy",
+        metadata={"units": units[0], "original_lead_names": raw_names},
+    )
+
+
+def _read_text(path: Path, max_bytes: int) -> str:
+    """Read at most ``max_bytes`` bytes of UTF-8 text, refusing anything longer."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise RecordError(f"{path.name}: cannot read: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise RecordError(f"{path.name}: larger than the limit of {max_bytes} bytes; refused")
+    if not data.strip():
+        raise RecordError(f"{path.name}: is empty")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path.name}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def _parse_rows(lines: Sequence[str], first_line: int, n_columns: int, name: str) -> np.ndarray:
+    """Parse data lines into float64 ``[n, n_columns]``; blank lines are skipped."""
+    rows: List[List[float]] = []
+    for offset, line in enumerate(lines):
+        if not line.strip():
+            continue
+        cells = line.split(",")
+        line_no = first_line + offset
+        if len(cells) != n_columns:
+            raise RecordError(f"{name}: line {line_no}: {len(cells)} values, header has "
+                              f"{n_columns} columns")
+        try:
+            rows.append([float(cell) for cell in cells])
+        except ValueError as exc:
+            raise RecordError(f"{name}: line {line_no}: a value is empty or not a number") from exc
+    return np.array(rows, dtype=np.float64).reshape(len(rows), n_columns)
+
+
+def _load_npz(path: Path, max_bytes: int) -> Dict[str, np.ndarray]:
+    """Load the four convention arrays, refusing pickles and oversized members."""
+    name = path.name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked_bytes = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RecordError(f"{name}: not a NumPy .npz archive: {exc}") from exc
+    if unpacked_bytes > max_bytes:
+        raise RecordError(f"{name}: archive unpacks to {unpacked_bytes} bytes, over the limit "
+                          f"of {max_bytes} bytes; refused")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in _NPZ_KEYS if key not in archive.files]
+            if missing:
+                raise RecordError(f"{name}: .npz lacks {', '.join(missing)} (needs "
+                                  f"{', '.join(_NPZ_KEYS)})")
+            return {key: archive[key] for key in _NPZ_KEYS}
+    except RecordError:
+        raise
+    except ValueError as exc:
+        # numpy raises ValueError for object (pickled) arrays and malformed members.
+        raise RecordError(f"{name}: unreadable .npz member (object arrays are refused): "
+                          f"{_one_line(exc)}") from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise RecordError(f"{name}: unreadable .npz archive: {_one_line(exc)}") from exc
+
+
+def _string_list(array: np.ndarray, key: str, name: str) -> List[str]:
+    """A string array (or scalar) as a list of str."""
+    if array.dtype.kind not in ("U", "S"):
+        raise RecordError(f"{name}: '{key}' must hold strings, got {array.dtype}")
+    flat = array.reshape(-1)
+    if array.dtype.kind == "S":
+        return [item.decode("ascii", errors="replace") for item in flat]
+    return [str(item) for item in flat]
+
+
+def _parse_rate(text: str, name: str) -> float:
+    """A sampling rate in Hz: a finite positive number (plausibility is checked later)."""
+    try:
+        fs_hz = float(text)
+    except ValueError as exc:
+        raise RecordError(f"{name}: fs_hz {text!r} is not a number") from exc
+    if not math.isfinite(fs_hz) or fs_hz <= 0:
+        raise RecordError(f"{name}: sampling rate {text} Hz is not a positive number")
+    return fs_hz
+
+
+def _mv_per_unit(unit: str, name: str) -> float:
+    """Millivolts per unit for ``mV``/``uV``; anything else is refused."""
+    factor = _MV_PER_UNIT.get(unit.strip().lower())
+    if factor is None:
+        raise RecordError(f"{name}: units {unit!r} not supported (mV or uV)")
+    return factor
+
+
+def _refuse_non_finite(samples: np.ndarray, raw_names: Sequence[str], name: str) -> None:
+    """Name the leads holding NaN or Inf; ``samples`` is ``[leads, n]``."""
+    bad = [lead for lead, row in zip(raw_names, samples) if not np.all(np.isfinite(row))]
+    if bad:
+        raise RecordError(f"{name}: NaN or Inf samples in {', '.join(bad)}")
+
+
+def _lead_names(raw_names: Sequence[str], name: str) -> Tuple[str, ...]:
+    """Normalized lead names, refusing repeats (which column would be the lead?)."""
+    names = tuple(normalize_lead_name(raw) for raw in raw_names)
+    repeated = sorted({lead for lead in names if names.count(lead) > 1})
+    if repeated:
+        raise RecordError(f"{name}: lead {', '.join(repeated)} appears more than once")
+    return names
+
+
+def _one_line(exc: BaseException) -> str:
+    """A foreign exception as one short line (its type when it has no message)."""
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__

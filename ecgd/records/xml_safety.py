@@ -1,0 +1,168 @@
+"""The one place ecgd parses untrusted XML (defusedxml underneath), plus the strict
+field accessors the XML readers share (every missing or malformed field is a RecordError
+naming the file).
+
+Policy: no entity is ever declared, expanded or fetched. A DOCTYPE that only names an
+external DTD (GE MUSE exports start with ``<!DOCTYPE RestingECG SYSTEM "restecg.dtd">``)
+is tolerated and never fetched; a DOCTYPE with an internal subset (where entities, the
+billion-laughs bomb and external-entity reads are declared) is refused outright, as are
+entity declarations and external references. The file is size-checked before it is read
+and read at most ``max_bytes`` at a time.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import os
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import defusedxml
+import defusedxml.ElementTree as SafeElementTree
+
+from ecgd.errors import RecordError
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class _InternalSubsetForbidden(defusedxml.DTDForbidden):
+    """A DOCTYPE declared an internal subset."""
+
+
+class _SafeParser(SafeElementTree.DefusedXMLParser):
+    """defusedxml's parser, refusing any DOCTYPE internal subset as well."""
+
+    def __init__(self) -> None:
+        super().__init__(forbid_dtd=False, forbid_entities=True, forbid_external=True)
+        self.parser.StartDoctypeDeclHandler = self._start_doctype
+
+    @staticmethod
+    def _start_doctype(name: str, sysid: Optional[str], pubid: Optional[str],
+                       has_internal_subset: int) -> None:
+        if has_internal_subset:
+            raise _InternalSubsetForbidden(name, sysid, pubid)
+
+
+def parse_xml(path: Path, max_bytes: int) -> ElementTree.Element:
+    """Parse ``path`` safely and return its root element.
+
+    Raises RecordError naming the file when it is over ``max_bytes``, unreadable, not
+    well-formed, or declares entities / an internal DTD subset / external references.
+    """
+    path = Path(path)
+    data = _read_limited(path, max_bytes)
+    parser = _SafeParser()
+    try:
+        parser.feed(data)
+        return parser.close()
+    except _InternalSubsetForbidden as exc:
+        raise RecordError(f"{path.name}: XML declares an internal DTD subset; refused "
+                          f"(entities are never expanded)") from exc
+    except defusedxml.EntitiesForbidden as exc:
+        raise RecordError(f"{path.name}: XML declares entity {exc.name!r}; refused "
+                          f"(entities are never expanded)") from exc
+    except defusedxml.ExternalReferenceForbidden as exc:
+        raise RecordError(f"{path.name}: XML references an external resource; refused") from exc
+    except defusedxml.DefusedXmlException as exc:
+        raise RecordError(f"{path.name}: unsafe XML refused: {exc}") from exc
+    except ElementTree.ParseError as exc:
+        raise RecordError(f"{path.name}: not well-formed XML: {exc}") from exc
+
+
+def xml_head_as_utf8(head: bytes) -> bytes:
+    """Return the first bytes of an XML file as UTF-8, so a byte pattern can sniff its root.
+
+    Philips PageWriter 1.04 exports are UTF-16 with a byte-order mark; a UTF-8 byte-order
+    mark is dropped; anything else is returned unchanged. A UTF-16 head cut mid-character is decoded up to the cut.
+    """
+    if head[:2] in _UTF16_BOMS:
+        usable = len(head) - len(head) % 2
+        return head[:usable].decode("utf-16", errors="replace").encode("utf-8")
+    if head.startswith(_UTF8_BOM):
+        return head[len(_UTF8_BOM):]
+    return head
+
+
+def required(element: ElementTree.Element, path: str, source: str) -> ElementTree.Element:
+    """``element.find(path)``, or RecordError ``"<source>: missing <path>"``."""
+    found = element.find(path)
+    if found is None:
+        raise RecordError(f"{source}: missing {_readable(path)}")
+    return found
+
+
+def required_text(element: ElementTree.Element, path: str, source: str) -> str:
+    """The stripped, non-empty text at ``path``, or RecordError naming what is missing."""
+    text = (required(element, path, source).text or "").strip()
+    if not text:
+        raise RecordError(f"{source}: {_readable(path)} is empty")
+    return text
+
+
+def optional_text(element: ElementTree.Element, path: str) -> Optional[str]:
+    """The stripped text at ``path``, or None when absent or empty."""
+    found = element.find(path)
+    text = (found.text or "").strip() if found is not None else ""
+    return text or None
+
+
+def parse_number(text: Optional[str], what: str, source: str) -> float:
+    """``float(text)`` for a finite number, or RecordError naming ``what``."""
+    try:
+        value = float(text or "")
+    except ValueError as exc:
+        raise RecordError(f"{source}: {what} is not a number: {text!r}") from exc
+    if value != value or value in (float("inf"), float("-inf")):
+        raise RecordError(f"{source}: {what} is not finite: {text!r}")
+    return value
+
+
+def decode_base64(text: Optional[str], what: str, source: str) -> bytes:
+    """Strictly decode base64 (whitespace ignored), or RecordError naming ``what``."""
+    compact = "".join((text or "").split())
+    if not compact:
+        raise RecordError(f"{source}: {what} is empty")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RecordError(f"{source}: {what} is not valid base64 ({exc})") from exc
+
+
+def acquisition_time(moment: dt.datetime, text: str) -> Tuple[Optional[dt.datetime],
+                                                              Dict[str, str]]:
+    """Split an acquisition time into ``(start_time, metadata)``.
+
+    A zone-aware ``moment`` becomes a UTC ``start_time``. A naive one (the file gives
+    local wall-clock time and no zone) cannot be placed on the UTC axis: start_time is
+    None and metadata keeps ``start_time_local`` (ISO 8601, no offset) and the file's
+    own ``start_time_text``.
+    """
+    if moment.tzinfo is not None:
+        return moment.astimezone(dt.timezone.utc), {}
+    return None, {"start_time_local": moment.isoformat(), "start_time_text": text}
+
+
+def _readable(path: str) -> str:
+    """An ElementTree path without namespace URIs, for error messages."""
+    return re.sub(r"\{[^}]*\}", "", path)
+
+
+def _read_limited(path: Path, max_bytes: int) -> bytes:
+    """Read the whole file, refusing (unread) one larger than ``max_bytes``."""
+    try:
+        size_bytes = os.stat(path).st_size
+        if size_bytes > max_bytes:
+            raise RecordError(f"{path.name}: {size_bytes} bytes exceeds the limit of "
+                              f"{max_bytes} bytes; refused unread")
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise RecordError(f"{path.name}: cannot read: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise RecordError(f"{path.name}: grew past the limit of {max_bytes} bytes while "
+                          f"being read; refused")
+    return data

@@ -1,0 +1,966 @@
+"""Spool ingest: watch the drop folder, hand out complete inputs, claim / complete / fail them.
+
+Device vendors drop recordings into ``[spool] dir``. Two threads feed one state table:
+
+    watchdog Observer (inotify) --events--> bounded queue --> scanner thread --> ready heap
+    scanner thread: drains the queue, rescans the folder every ``rescan_s``, settles files,
+                    groups WFDB headers with their data files, refuses bad inputs
+    daemon thread:  next_ready() -> claim() -> (read, infer, seal) -> complete() / fail()
+
+Life of an input::
+
+    dir/NAME  --claim (rename)-->  processing_dir/<name_hash>~<token>/NAME
+              --complete-->        done_dir/NAME            (after the reports are durable)
+              --fail / refuse-->   failed_dir/NAME + NAME.error.json
+
+A file is ready when inotify saw it closed after writing (or renamed into the folder), or when
+its size and mtime have been stable for ``settle_s`` without inotify having seen a write in
+progress (files written over NFS, or while ecgd was down). A file seen being written but never
+closed (close event lost) is taken once stable for ``wfdb_wait_s``. A WFDB header waits for
+every data file it names for ``wfdb_wait_s``; a ``.dat``/``.mat`` no header names is failed
+after the same time.
+
+Names dropped by vendors may hold patient identifiers: they are never logged (logs carry
+``name_hash``), and never used unsanitized to build a path. Memory stays bounded in a burst:
+the state table holds names and stat results only, the event queue has a bound (overflow
+triggers a rescan instead of growing).
+
+Only ecgd writes into processing_dir, done_dir and failed_dir (created 0700), and only one
+ecgd runs per spool: that is what makes "does the target exist?" followed by ``rename`` a
+no-overwrite move there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno
+import hashlib
+import hmac
+import heapq
+import json
+import math
+import os
+import queue
+import secrets
+import stat
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+import ecgd
+from ecgd.config import SpoolConfig
+from ecgd.errors import ConfigError, RecordError, SourceError
+from ecgd.records.companions import wfdb_signal_files
+
+ERROR_SUFFIX = ".error.json"
+_IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
+_WFDB_DATA_SUFFIXES = (".dat", ".mat")
+_NAME_HASH_HEX = 12
+_MAX_NAME_BYTES = 255
+_EVENT_QUEUE_MAX = 10000
+_CLAIM_BACKOFF_INITIAL_S = 1.0
+_CLAIM_BACKOFF_MAX_S = 300.0
+_JOIN_TIMEOUT_S = 10.0
+
+# Event kinds the watchdog handler puts on the queue (the scanner thread interprets them).
+_WRITTEN, _CLOSED, _APPEARED, _GONE = "written", "closed", "appeared", "gone"
+_OVERFLOW, _WAKE = "overflow", "wake"
+_SENTINEL = ("stop", "")
+
+# Inputs the scanner refuses into failed_dir: (file names, reason, other names to redact).
+_Refusals = List[Tuple[List[str], str, Tuple[str, ...]]]
+
+
+def hash_name(name: str, key: Optional[bytes] = None) -> str:
+    """Short hex digest of an input name: what logs show instead of the name.
+
+    Plain sha256 when ``key`` is None; HMAC-SHA256 with ``key`` otherwise, so that short,
+    guessable identifiers in names cannot be recovered from the logs by brute force.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if key is None:
+        digest = hashlib.sha256(raw).hexdigest()
+    else:
+        digest = hmac.new(key, raw, hashlib.sha256).hexdigest()
+    return digest[:_NAME_HASH_HEX]
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for names the spool never takes: hidden, temporary, partial, our error files."""
+    return name.startswith(".") or name.lower().endswith(_IGNORED_SUFFIXES)
+
+
+def sanitize_name(name: str) -> str:
+    """A single safe path component for ``name``; unchanged when ``name`` is already safe.
+
+    ``/``, NUL, control and undecodable characters become ``_``; a leading dot (hidden,
+    ``.``, ``..``) gets a ``_`` prefix; names over 255 UTF-8 bytes are shortened keeping the
+    extension, so WFDB headers still find data files whose names were safe to begin with.
+    """
+    chars = []
+    for char in name:
+        unsafe = char in "/\0" or unicodedata.category(char) in ("Cc", "Cs")
+        chars.append("_" if unsafe else char)
+    safe = "".join(chars) or "_"
+    if safe.startswith("."):
+        safe = "_" + safe
+    encoded = safe.encode("utf-8")
+    if len(encoded) > _MAX_NAME_BYTES:
+        stem, dot, suffix = safe.rpartition(".")
+        suffix = (dot + suffix) if dot and len(suffix) <= 16 else ""
+        budget = _MAX_NAME_BYTES - len(suffix.encode("utf-8"))
+        stem_bytes = (stem if suffix else safe).encode("utf-8")[:budget]
+        safe = stem_bytes.decode("utf-8", "ignore") + suffix
+    return safe
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolItem:
+    """One input that is ready: a primary file in the spool dir plus its companions.
+
+    For a WFDB record the primary is the ``.hea`` and the companions are the data files it
+    names; for every other format there are no companions.
+    """
+
+    primary: Path
+    companions: Tuple[Path, ...]
+    name_hash: str
+    mtime_ns: int
+
+    @property
+    def files(self) -> Tuple[Path, ...]:
+        """Every file of the input, primary first."""
+        return (self.primary,) + self.companions
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedInput:
+    """An input moved into its own folder under processing_dir, ready to be read.
+
+    ``original_name`` is the primary's name as dropped (may hold a patient identifier: never
+    log it); ``name_hash`` is what logs show instead.
+    """
+
+    primary: Path
+    files: Tuple[Path, ...]
+    original_name: str
+    name_hash: str
+
+
+@dataclasses.dataclass
+class _Entry:
+    """What the scanner knows about one name in the spool dir: stat facts, never content."""
+
+    name: str
+    regular: bool
+    size: int
+    mtime_ns: int
+    first_seen_s: float          # monotonic
+    changed_s: float             # monotonic time the (size, mtime) signature last changed
+    writing: bool = False        # inotify saw a write not yet followed by a close
+    closed: bool = False         # inotify saw a close-after-write / rename-in since the change
+    file_ready: bool = False
+    queued: bool = False         # on the ready heap
+    taken: bool = False          # handed out by next_ready or being moved by the scanner
+    check_s: float = math.inf    # monotonic time this entry needs another look
+    data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
+    retry_s: float = 0.0         # monotonic time a failed claim may be retried
+    backoff_s: float = 0.0
+
+    def signature(self) -> Tuple[int, int]:
+        return (self.size, self.mtime_ns)
+
+
+class _EventForwarder(FileSystemEventHandler):
+    """Runs on watchdog's thread: turns events into (kind, name) on a bounded queue."""
+
+    def __init__(self, spool_dir: str, events: "queue.Queue[Tuple[str, str]]") -> None:
+        self._dir = spool_dir
+        self._events = events
+
+    def _put(self, kind: str, path: Any) -> None:
+        path = os.fsdecode(path)
+        if not path or os.path.dirname(path) != self._dir:
+            return
+        try:
+            self._events.put_nowait((kind, os.path.basename(path)))
+        except queue.Full:
+            # Dropping the event is safe: the scanner rescans the whole folder instead.
+            try:
+                self._events.put_nowait((_OVERFLOW, ""))
+            except queue.Full:
+                pass
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        if isinstance(event, FileMovedEvent):
+            self._put(_GONE, event.src_path)
+            self._put(_CLOSED, event.dest_path)  # renamed into place: complete by convention
+        elif isinstance(event, FileClosedEvent):
+            self._put(_CLOSED, event.src_path)
+        elif isinstance(event, FileModifiedEvent):
+            self._put(_WRITTEN, event.src_path)
+        elif isinstance(event, FileCreatedEvent):
+            self._put(_APPEARED, event.src_path)
+        elif isinstance(event, FileDeletedEvent):
+            self._put(_GONE, event.src_path)
+
+
+class Spool:
+    """The spool folder: watches it, hands out ready inputs oldest first, moves them along.
+
+    ``max_input_bytes``: any single file larger than this is refused unread into failed_dir.
+    ``log``: a structlog logger. ``name_key``: optional key for ``hash_name`` (pass the
+    pseudonym key so name hashes in logs cannot be brute-forced).
+    Call ``ensure_dirs()``, then ``recover()``, then ``start()``; ``stop()`` joins every thread.
+    """
+
+    def __init__(self, config: SpoolConfig, max_input_bytes: int, log: Any,
+                 name_key: Optional[bytes] = None) -> None:
+        self._config = config
+        self._max_input_bytes = max_input_bytes
+        self._log = log
+        self._name_key = name_key
+        self._dir = Path(os.path.abspath(config.dir))
+        self._lock = threading.Lock()
+        self._ready_changed = threading.Condition(self._lock)
+        self._entries: Dict[str, _Entry] = {}
+        self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
+        self._ready: List[Tuple[int, str]] = []    # heap of (mtime_ns, name)
+        self._events: "queue.Queue[Tuple[str, str]]" = queue.Queue(maxsize=_EVENT_QUEUE_MAX)
+        self._stopping = threading.Event()
+        self._observer: Optional[Any] = None
+        self._scanner: Optional[threading.Thread] = None
+        self._scanner_error: Optional[BaseException] = None
+        self._scan_error_logged = False
+
+    # ----------------------------------------------------------------- setup and threads
+
+    def ensure_dirs(self) -> None:
+        """Create the four spool folders (0700 where ecgd creates them) on one filesystem.
+
+        Raises ConfigError naming the folder when one cannot be created or is not a directory,
+        or when they are on different filesystems (claims must be atomic renames).
+        """
+        devices = {}
+        for key in ("dir", "processing_dir", "done_dir", "failed_dir"):
+            path = Path(os.path.abspath(getattr(self._config, key)))
+            missing = []
+            probe = path
+            while not probe.exists() and probe != probe.parent:
+                missing.append(probe)
+                probe = probe.parent
+            for folder in reversed(missing):
+                try:
+                    folder.mkdir(mode=0o700)
+                    os.chmod(folder, 0o700)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise ConfigError(f"[spool] {key}: cannot create {folder}: "
+                                      f"{exc.strerror}") from exc
+            try:
+                info = os.stat(path)
+            except OSError as exc:
+                raise ConfigError(f"[spool] {key}: cannot open {path}: {exc.strerror}") from exc
+            if not stat.S_ISDIR(info.st_mode):
+                raise ConfigError(f"[spool] {key}: {path} is not a directory")
+            devices[key] = info.st_dev
+        if len(set(devices.values())) != 1:
+            raise ConfigError("[spool] dir, processing_dir, done_dir, failed_dir: must be on one "
+                              "filesystem (inputs are claimed by atomic rename)")
+
+    def start(self) -> None:
+        """Start watching (inotify) and the scanner thread, which scans the folder at once."""
+        self._stopping.clear()
+        self._observer = Observer()
+        try:
+            self._observer.schedule(
+                _EventForwarder(str(self._dir), self._events), str(self._dir), recursive=False,
+                event_filter=[FileMovedEvent, FileClosedEvent, FileModifiedEvent,
+                              FileCreatedEvent, FileDeletedEvent])
+            self._observer.start()
+        except OSError as exc:
+            # Without inotify the periodic rescan still finds every file, only later.
+            self._log.error("spool_watch_failed", reason=exc.strerror or str(exc),
+                            rescan_s=self._config.rescan_s)
+            self._observer = None
+        self._scanner = threading.Thread(target=self._run_scanner, name="ecgd-spool-scanner")
+        self._scanner.start()
+
+    def stop(self) -> None:
+        """Stop watching and scanning; join both threads; wake a blocked ``next_ready``."""
+        self._stopping.set()
+        try:
+            self._events.put_nowait(_SENTINEL)
+        except queue.Full:
+            pass  # the scanner polls the stop event between batches anyway
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(_JOIN_TIMEOUT_S)
+            self._observer = None
+        if self._scanner is not None:
+            self._scanner.join(_JOIN_TIMEOUT_S)
+            self._scanner = None
+        with self._ready_changed:
+            self._ready_changed.notify_all()
+
+    def pending_count(self) -> int:
+        """Inputs in the spool dir not yet claimed (files, a WFDB record counting each file)."""
+        with self._lock:
+            return len(self._entries)
+
+    def ready_count(self) -> int:
+        """Inputs ready and waiting for ``next_ready`` (queue depth)."""
+        with self._lock:
+            return sum(1 for _, name in self._ready if self._is_handable(name))
+
+    # ----------------------------------------------------------------- daemon side
+
+    def next_ready(self, timeout_s: float) -> Optional[SpoolItem]:
+        """The oldest ready input (mtime, then name), waiting up to ``timeout_s``; else None.
+
+        Raises SourceError if the scanner thread died (a bug), so the daemon cannot idle on a
+        spool that no longer watches anything.
+        """
+        deadline_s = time.monotonic() + timeout_s
+        with self._ready_changed:
+            while True:
+                if self._scanner_error is not None:
+                    raise SourceError(f"spool {self._dir}: scanner thread failed: "
+                                      f"{type(self._scanner_error).__name__}")
+                while self._ready:
+                    _, name = heapq.heappop(self._ready)
+                    entry = self._entries.get(name)
+                    if entry is None or not self._is_handable(name):
+                        if entry is not None:
+                            entry.queued = False
+                        continue
+                    entry.queued = False
+                    return self._hand_out(entry)
+                remaining_s = deadline_s - time.monotonic()
+                if remaining_s <= 0 or self._stopping.is_set():
+                    return None
+                self._ready_changed.wait(remaining_s)
+
+    def claim(self, item: SpoolItem) -> Optional[ClaimedInput]:
+        """Move every file of ``item`` into a fresh folder under processing_dir by rename.
+
+        Returns None, having dealt with the input, when it vanished, changed since it was
+        found ready (it will be offered again), was refused unread into failed_dir (symlink,
+        not a regular file, over max_input_bytes), or could not be moved (logged once, retried
+        later with a growing backoff).
+        """
+        names = [path.name for path in item.files]
+        refusal = self._refusal_reason(names)
+        if refusal is not None:
+            self._refuse(names, refusal, item.name_hash)
+            return None
+        with self._lock:
+            entries = [self._entries.get(name) for name in names]
+            changed = any(entry is None or (entry.size, entry.mtime_ns) != self._lstat_sig(name)
+                          for name, entry in zip(names, entries))
+            if changed:
+                self._release(names, changed=True)
+                return None
+        folder = None
+        moved: List[Tuple[Path, Path]] = []
+        try:
+            folder = self._make_unique_dir(Path(self._config.processing_dir), item.name_hash)
+            # Header first: a crash mid-claim leaves a header whose missing data files
+            # recover() fetches back from the spool dir.
+            for name in names:
+                target = self._unique_path(folder, sanitize_name(name))
+                os.rename(self._dir / name, target)
+                moved.append((self._dir / name, target))
+        except OSError as exc:
+            self._undo_claim(moved, folder, item.name_hash)
+            vanished = [name for name in names if not os.path.lexists(self._dir / name)]
+            if exc.errno == errno.ENOENT and vanished:
+                with self._lock:
+                    for name in vanished:
+                        self._forget(name)
+                    self._release([name for name in names if name not in vanished], changed=True)
+                return None
+            self._back_off(names, item.name_hash, exc)
+            return None
+        with self._lock:
+            for name in names:
+                self._forget(name)
+        self._log.info("input_claimed", name_hash=item.name_hash, files=len(moved))
+        targets = tuple(target for _, target in moved)
+        return ClaimedInput(primary=targets[0], files=targets, original_name=names[0],
+                            name_hash=item.name_hash)
+
+    def complete(self, claimed: ClaimedInput) -> Tuple[Path, ...]:
+        """Move a processed input to done_dir (call only once its reports are durable).
+
+        Returns the new paths. Raises SourceError (naming the hash, not the input) if the move
+        fails; the input then stays in processing_dir and is recovered at the next start.
+        """
+        try:
+            placed = self._place([(path, path.name) for path in claimed.files],
+                                 Path(self._config.done_dir), claimed.name_hash, ())
+            self._remove_claim_dir(claimed)
+            _fsync_dir(Path(self._config.done_dir))
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot move to done_dir: "
+                              f"{exc.strerror}") from exc
+        self._log.info("input_done", name_hash=claimed.name_hash)
+        return placed
+
+    def fail(self, claimed: ClaimedInput, reason: str) -> Tuple[Path, ...]:
+        """Move an input that could not be read to failed_dir with ``NAME.error.json`` beside it.
+
+        The reason goes into the error file as given; the log line carries it with every name
+        of the input replaced by the name hash. Raises SourceError if the move fails.
+        """
+        names = [claimed.original_name] + [path.name for path in claimed.files]
+        try:
+            placed = self._place([(path, path.name) for path in claimed.files],
+                                 Path(self._config.failed_dir), claimed.name_hash,
+                                 (claimed.files[0].name + ERROR_SUFFIX,))
+            self._write_error_file(placed[0], reason, claimed.original_name, claimed.name_hash)
+            self._remove_claim_dir(claimed)
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot move to failed_dir: "
+                              f"{exc.strerror}") from exc
+        self._log.warning("input_failed", name_hash=claimed.name_hash,
+                          reason=_redact(reason, names, claimed.name_hash))
+        return placed
+
+    def recover(self) -> List[ClaimedInput]:
+        """Inputs a crash left in processing_dir, oldest first, to be processed again.
+
+        Call before ``start()``. A WFDB header whose data files were still in the spool dir
+        when the claim was cut short gets them back; empty claim folders are removed.
+        """
+        processing = Path(self._config.processing_dir)
+        try:
+            return self._recover_all(processing)
+        except OSError as exc:
+            raise SourceError(f"spool processing_dir {processing}: cannot recover: "
+                              f"{exc.strerror}") from exc
+
+    def _recover_all(self, processing: Path) -> List[ClaimedInput]:
+        recovered: List[Tuple[int, str, ClaimedInput]] = []
+        for child in sorted(os.listdir(processing)):
+            path = processing / child
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode):
+                # Not ours (we always claim into a folder): give it one.
+                folder = self._make_unique_dir(processing, hash_name(child, self._name_key))
+                os.rename(path, folder / child)
+                path = folder
+            elif not stat.S_ISDIR(info.st_mode):
+                continue
+            claimed = self._recover_folder(path)
+            if claimed is None:
+                continue
+            mtime_ns = os.lstat(claimed.primary).st_mtime_ns
+            recovered.append((mtime_ns, claimed.primary.name, claimed))
+            self._log.info("input_recovered", name_hash=claimed.name_hash,
+                           files=len(claimed.files))
+        return [claimed for _, _, claimed in sorted(recovered, key=lambda row: row[:2])]
+
+    # ----------------------------------------------------------------- scanner thread
+
+    def _run_scanner(self) -> None:
+        try:
+            self._scan_loop()
+        except BaseException as exc:  # a bug: make next_ready raise instead of idling
+            self._log.exception("spool_scanner_crashed")
+            with self._ready_changed:
+                self._scanner_error = exc
+                self._ready_changed.notify_all()
+            raise
+
+    def _scan_loop(self) -> None:
+        next_rescan_s = time.monotonic()
+        while not self._stopping.is_set():
+            now_s = time.monotonic()
+            if now_s >= next_rescan_s:
+                self._rescan(now_s)
+                next_rescan_s = now_s + self._config.rescan_s
+            self._evaluate_due(time.monotonic())
+            with self._lock:
+                next_check_s = min((entry.check_s for entry in self._entries.values()),
+                                   default=math.inf)
+            wait_s = max(0.0, min(next_rescan_s, next_check_s) - time.monotonic())
+            try:
+                batch = [self._events.get(timeout=wait_s)]
+            except queue.Empty:
+                continue
+            while True:  # drain the burst, then evaluate once
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            if _SENTINEL in batch:
+                return
+            if any(kind == _OVERFLOW for kind, _ in batch):
+                next_rescan_s = time.monotonic()
+            self._apply_events(batch, time.monotonic())
+
+    def _apply_events(self, batch: Sequence[Tuple[str, str]], now_s: float) -> None:
+        with self._lock:
+            for kind, name in batch:
+                if kind in (_OVERFLOW, _WAKE) or is_ignored_name(name):
+                    continue
+                if kind == _GONE:
+                    self._forget(name)
+                    continue
+                entry = self._observe(name, now_s)
+                if entry is None or entry.taken:
+                    continue
+                if kind == _WRITTEN:
+                    entry.writing, entry.closed, entry.file_ready = True, False, False
+                elif kind == _CLOSED:
+                    entry.writing, entry.closed = False, True
+                entry.check_s = now_s
+
+    def _rescan(self, now_s: float) -> None:
+        try:
+            with os.scandir(self._dir) as listing:
+                seen = set()
+                for dirent in listing:
+                    if is_ignored_name(dirent.name):
+                        continue
+                    seen.add(dirent.name)
+                    with self._lock:
+                        if dirent.name not in self._entries:
+                            entry = self._observe(dirent.name, now_s)
+                            if entry is not None:
+                                entry.check_s = now_s
+        except OSError as exc:
+            if not self._scan_error_logged:
+                self._log.error("spool_scan_failed", reason=exc.strerror or str(exc))
+                self._scan_error_logged = True
+            return
+        if self._scan_error_logged:
+            self._log.info("spool_scan_recovered")
+            self._scan_error_logged = False
+        with self._lock:
+            for name in [name for name in self._entries if name not in seen]:
+                self._forget(name)
+            for entry in self._entries.values():
+                entry.check_s = min(entry.check_s, now_s)  # catch changes whose events were lost
+
+    def _observe(self, name: str, now_s: float) -> Optional[_Entry]:
+        """lstat ``name`` into its entry (creating it); None for gone names and directories."""
+        try:
+            info = os.lstat(self._dir / name)
+        except OSError:
+            self._forget(name)
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            return None
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = _Entry(name=name, regular=stat.S_ISREG(info.st_mode), size=info.st_size,
+                           mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s)
+            self._entries[name] = entry
+        elif (info.st_size, info.st_mtime_ns) != entry.signature() or \
+                stat.S_ISREG(info.st_mode) != entry.regular:
+            entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
+            entry.regular = stat.S_ISREG(info.st_mode)
+            entry.changed_s = now_s
+            entry.closed = False
+            entry.file_ready = False
+        return entry
+
+    def _evaluate_due(self, now_s: float) -> None:
+        """Settle files, group WFDB records, queue ready inputs, refuse bad ones."""
+        refusals: _Refusals = []
+        with self._lock:
+            due = [entry for entry in self._entries.values()
+                   if entry.check_s <= now_s and not entry.taken]
+            headers_to_check: Set[str] = set()
+            for entry in due:
+                entry.check_s = math.inf
+                if now_s < entry.retry_s:
+                    entry.check_s = entry.retry_s
+                    continue
+                if not entry.regular:
+                    refusals.append(([entry.name], _not_regular_reason(self._dir / entry.name),
+                                     ()))
+                    continue
+                self._settle(entry, now_s)
+                if entry.file_ready and entry.size > self._max_input_bytes:
+                    refusals.append(([entry.name], _oversize_reason(
+                        entry.name, entry.size, self._max_input_bytes), ()))
+                    continue
+                if entry.name.lower().endswith(".hea"):
+                    headers_to_check.add(entry.name)
+                elif entry.name in self._owner:
+                    headers_to_check.add(self._owner[entry.name])
+                elif entry.file_ready:
+                    self._place_standalone(entry, now_s, refusals)
+            for header in headers_to_check:
+                self._check_header(header, now_s, refusals)
+            for names, _, _ in refusals:
+                for name in names:
+                    if name in self._entries:
+                        self._entries[name].taken = True
+            if self._ready:
+                self._ready_changed.notify_all()
+        for names, reason, also_named in refusals:
+            self._refuse(names, reason, hash_name(names[0], self._name_key), also_named)
+
+    def _settle(self, entry: _Entry, now_s: float) -> None:
+        if entry.file_ready:
+            return
+        if entry.closed:
+            entry.file_ready = True
+            return
+        # A write seen in progress, or an empty file, may be an open writer: wait for its close
+        # event; the long wait only covers a lost close event.
+        wait_s = self._config.wfdb_wait_s if (entry.writing or entry.size == 0) \
+            else self._config.settle_s
+        if now_s - entry.changed_s < wait_s:
+            entry.check_s = entry.changed_s + wait_s
+            return
+        before = entry.signature()
+        current = self._observe(entry.name, now_s)
+        if current is None:
+            return
+        if current.signature() == before and current.regular:
+            current.file_ready = True
+        else:
+            current.check_s = current.changed_s + wait_s
+
+    def _place_standalone(self, entry: _Entry, now_s: float,
+                          refusals: _Refusals) -> None:
+        if entry.name.lower().endswith(_WFDB_DATA_SUFFIXES):
+            header = self._entries.get(os.path.splitext(entry.name)[0] + ".hea")
+            if header is not None and header.data_names is None:
+                # Its header is still being written: whether it names this file is unknown.
+                entry.check_s = now_s + self._config.settle_s
+                return
+            deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
+            if now_s < deadline_s:
+                entry.check_s = deadline_s
+                return
+            refusals.append(([entry.name], f"{entry.name}: WFDB data file without a header "
+                                           f"naming it after {self._config.wfdb_wait_s:g} s", ()))
+            return
+        self._queue(entry, now_s)
+
+    def _check_header(self, header: str, now_s: float,
+                      refusals: _Refusals) -> None:
+        entry = self._entries.get(header)
+        if entry is None or entry.taken or not entry.file_ready:
+            return
+        if entry.data_names is None:
+            try:
+                entry.data_names = self._read_data_names(header)
+            except RecordError as exc:
+                refusals.append(([header], str(exc), ()))
+                return
+            for data in entry.data_names:
+                self._owner.setdefault(data, header)
+        present = [data for data in entry.data_names if data in self._entries
+                   and self._owner.get(data) == header]
+        waiting = [data for data in entry.data_names
+                   if data not in present or not self._entries[data].file_ready]
+        if not waiting:
+            self._queue(entry, now_s)
+            return
+        deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
+        if now_s < deadline_s:
+            entry.check_s = min(entry.check_s, deadline_s)
+            return
+        refusals.append(([header] + present,
+                         f"{header}: data files never arrived: {', '.join(waiting)}",
+                         entry.data_names))
+
+    def _read_data_names(self, header: str) -> Tuple[str, ...]:
+        """The data file names a header needs; RecordError for names outside the spool dir."""
+        path = self._dir / header
+        if "/" in _record_line(path):
+            return ()  # multi-segment: the reader refuses it with its own reason
+        names = tuple(wfdb_signal_files(path))
+        for name in names:
+            if sanitize_name(name) != name or name in (".", ".."):
+                raise RecordError(f"{header}: names a data file that is not a plain file "
+                                  f"name beside it")
+        return names
+
+    def _queue(self, entry: _Entry, now_s: float) -> None:
+        if now_s < entry.retry_s:
+            entry.check_s = entry.retry_s  # a claim failed: wait out the backoff
+            return
+        if not entry.queued:
+            entry.queued = True
+            heapq.heappush(self._ready, (entry.mtime_ns, entry.name))
+
+    # ----------------------------------------------------------------- state helpers (locked)
+
+    def _is_handable(self, name: str) -> bool:
+        entry = self._entries.get(name)
+        if entry is None or entry.taken or not entry.file_ready or name in self._owner:
+            return False
+        if entry.data_names:
+            return all(data in self._entries and self._entries[data].file_ready
+                       and not self._entries[data].taken for data in entry.data_names)
+        return True
+
+    def _hand_out(self, entry: _Entry) -> SpoolItem:
+        companions = tuple(self._dir / data for data in (entry.data_names or ()))
+        entry.taken = True
+        for data in entry.data_names or ():
+            self._entries[data].taken = True
+        return SpoolItem(primary=self._dir / entry.name, companions=companions,
+                         name_hash=hash_name(entry.name, self._name_key),
+                         mtime_ns=entry.mtime_ns)
+
+    def _release(self, names: Sequence[str], changed: bool) -> None:
+        """Give taken entries back to the scanner, to be looked at again."""
+        now_s = time.monotonic()
+        for name in names:
+            entry = self._entries.get(name)
+            if entry is None:
+                continue
+            entry.taken = False
+            if changed:
+                entry.file_ready = entry.closed = False
+                entry.changed_s = now_s
+            entry.check_s = min(entry.check_s, max(now_s, entry.retry_s))
+        self._wake_scanner()
+
+    def _forget(self, name: str) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None and entry.data_names:
+            for data in entry.data_names:
+                if self._owner.get(data) == name:
+                    del self._owner[data]
+                    if data in self._entries:
+                        self._entries[data].check_s = time.monotonic()
+
+    def _lstat_sig(self, name: str) -> Optional[Tuple[int, int]]:
+        try:
+            info = os.lstat(self._dir / name)
+        except OSError:
+            return None
+        return (info.st_size, info.st_mtime_ns)
+
+    def _wake_scanner(self) -> None:
+        try:
+            self._events.put_nowait((_WAKE, ""))
+        except queue.Full:
+            pass
+
+    def _back_off(self, names: Sequence[str], name_hash: str, exc: OSError) -> None:
+        with self._lock:
+            first = self._entries.get(names[0])
+            if first is None:
+                return
+            if first.backoff_s == 0.0:
+                self._log.error("input_claim_failed", name_hash=name_hash,
+                                reason=errno.errorcode.get(exc.errno or 0, "OSError"))
+            first.backoff_s = min(_CLAIM_BACKOFF_MAX_S,
+                                  max(_CLAIM_BACKOFF_INITIAL_S, first.backoff_s * 2))
+            first.retry_s = time.monotonic() + first.backoff_s
+            self._release(names, changed=False)
+
+    # ----------------------------------------------------------------- moving files
+
+    def _refusal_reason(self, names: Sequence[str]) -> Optional[str]:
+        for name in names:
+            path = self._dir / name
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue  # vanished: claim finds out and drops it
+            if not stat.S_ISREG(info.st_mode):
+                return _not_regular_reason(path)
+            if info.st_size > self._max_input_bytes:
+                return _oversize_reason(name, info.st_size, self._max_input_bytes)
+        return None
+
+    def _refuse(self, names: Sequence[str], reason: str, name_hash: str,
+                also_named: Sequence[str] = ()) -> None:
+        """Move spool files into failed_dir unread, with the reason beside them."""
+        pairs = [(self._dir / name, sanitize_name(name)) for name in names
+                 if os.path.lexists(self._dir / name)]
+        try:
+            if pairs:
+                placed = self._place(pairs, Path(self._config.failed_dir), name_hash,
+                                     (pairs[0][1] + ERROR_SUFFIX,))
+                self._write_error_file(placed[0], reason, names[0], name_hash)
+        except OSError as exc:
+            self._log.error("input_refuse_failed", name_hash=name_hash,
+                            reason=errno.errorcode.get(exc.errno or 0, "OSError"))
+            with self._lock:
+                self._release(names, changed=False)
+                first = self._entries.get(names[0])
+                if first is not None:
+                    first.retry_s = time.monotonic() + _CLAIM_BACKOFF_MAX_S
+            return
+        with self._lock:
+            for name in names:
+                self._forget(name)
+        self._log.warning("input_failed", name_hash=name_hash,
+                          reason=_redact(reason, list(names) + list(also_named), name_hash))
+
+    def _place(self, pairs: Sequence[Tuple[Path, str]], dest_dir: Path, name_hash: str,
+               extra_names: Sequence[str]) -> Tuple[Path, ...]:
+        """Rename ``(source, name)`` pairs into ``dest_dir``; never overwrite.
+
+        Names that are all free go flat into ``dest_dir``; otherwise the whole input goes into
+        a fresh folder ``<name>~<token>`` so its files keep their names (WFDB headers still
+        find their data files).
+        """
+        names = [name for _, name in pairs] + list(extra_names)
+        if len(set(names)) != len(names) or \
+                any(os.path.lexists(dest_dir / name) for name in names):
+            dest_dir = self._make_unique_dir(dest_dir, pairs[0][1])
+        placed = []
+        for source, name in pairs:
+            target = self._unique_path(dest_dir, name)
+            os.rename(source, target)
+            placed.append(target)
+        return tuple(placed)
+
+    @staticmethod
+    def _make_unique_dir(parent: Path, stem: str) -> Path:
+        stem = sanitize_name(stem)[:200]
+        while True:
+            folder = parent / f"{stem}~{secrets.token_hex(4)}"
+            try:
+                folder.mkdir(mode=0o700)
+                return folder
+            except FileExistsError:
+                continue
+
+    @staticmethod
+    def _unique_path(folder: Path, name: str) -> Path:
+        target = folder / name
+        while os.path.lexists(target):
+            stem, suffix = os.path.splitext(name)
+            target = folder / f"{stem}~{secrets.token_hex(4)}{suffix}"
+        return target
+
+    def _undo_claim(self, moved: Sequence[Tuple[Path, Path]], folder: Optional[Path],
+                    name_hash: str) -> None:
+        try:
+            for source, target in reversed(moved):
+                os.rename(target, source)
+            if folder is not None:
+                folder.rmdir()
+        except OSError as exc:
+            # Left for recover() at the next start: nothing is lost, only delayed.
+            self._log.error("input_claim_undo_failed", name_hash=name_hash,
+                            reason=errno.errorcode.get(exc.errno or 0, "OSError"))
+
+    def _remove_claim_dir(self, claimed: ClaimedInput) -> None:
+        folder = claimed.primary.parent
+        if folder != Path(self._config.processing_dir) and not any(folder.iterdir()):
+            folder.rmdir()
+
+    def _write_error_file(self, placed_primary: Path, reason: str, original_name: str,
+                          name_hash: str) -> None:
+        """Write ``NAME.error.json`` beside the failed input durably (temp, fsync, rename)."""
+        document = {
+            "reason": reason,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "ecgd_version": ecgd.__version__,
+            "input": original_name,
+            "name_hash": name_hash,
+        }
+        target = placed_primary.parent / (placed_primary.name + ERROR_SUFFIX)
+        temp = placed_primary.parent / f".{secrets.token_hex(8)}.tmp"
+        data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("ascii")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, target)
+        _fsync_dir(placed_primary.parent)
+
+    def _recover_folder(self, folder: Path) -> Optional[ClaimedInput]:
+        files = sorted(child for child in folder.iterdir() if child.is_file()
+                       and not child.is_symlink())
+        if not files:
+            if not any(folder.iterdir()):
+                folder.rmdir()
+            return None
+        headers = [path for path in files if path.suffix.lower() == ".hea"]
+        primary = headers[0] if headers else files[0]
+        if headers:
+            try:
+                data_names = [name for name in wfdb_signal_files(primary)
+                              if sanitize_name(name) == name]
+            except RecordError:
+                data_names = []
+            for name in data_names:
+                target = folder / name
+                source = self._dir / name
+                if not target.exists() and source.is_file() and not source.is_symlink():
+                    os.rename(source, target)
+            files = sorted(child for child in folder.iterdir() if child.is_file())
+        companions = [path for path in files if path != primary]
+        stem = folder.name.split("~")[0]
+        name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
+                                                                        self._name_key)
+        return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
+                            original_name=primary.name, name_hash=name_hash)
+
+
+def _record_line(path: Path) -> str:
+    """First token of the first non-comment line of a WFDB header ('' when none)."""
+    try:
+        with open(path, "r", encoding="latin-1") as handle:
+            for line in handle:
+                text = line.strip()
+                if text and not text.startswith("#"):
+                    return text.split()[0]
+    except OSError as exc:
+        raise RecordError(f"{path.name}: cannot read header: {exc.strerror}") from exc
+    return ""
+
+
+def _not_regular_reason(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return f"{path.name}: vanished before it could be checked"
+    if stat.S_ISLNK(mode):
+        return f"{path.name}: is a symbolic link; refused unread"
+    return f"{path.name}: is not a regular file; refused unread"
+
+
+def _oversize_reason(name: str, size_bytes: int, max_bytes: int) -> str:
+    return f"{name}: {size_bytes} bytes exceeds the limit of {max_bytes} bytes; refused unread"
+
+
+def _redact(reason: str, names: Sequence[str], name_hash: str) -> str:
+    """``reason`` with every input name (longest first) replaced by the name hash."""
+    for name in sorted(set(names), key=len, reverse=True):
+        if name:
+            reason = reason.replace(name, f"<{name_hash}>")
+    return reason
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

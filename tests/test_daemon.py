@@ -1,0 +1,346 @@
+"""``ecgd run`` as a real subprocess: notify socket, spool ingest, sealed reports, crashes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+from daemon_harness import DaemonProcess, wait_for
+from ecgd.keys import generate_keys, load_private_key
+from ecgd.report import SCHEMA_PATH
+from ecgd.sealing import unseal
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+class Appliance:
+    """A complete local installation in a temp dir: config, keys, spool and report folders."""
+
+    def __init__(self, root: Path, manifest: Path, extra_toml: str = "") -> None:
+        self.root = root
+        self.keys = generate_keys(root / "keys")
+        self.incoming = root / "spool" / "incoming"
+        self.done = root / "spool" / "done"
+        self.failed = root / "spool" / "failed"
+        self.processing = root / "spool" / "processing"
+        self.reports = root / "reports"
+        self.config = root / "ecgd.toml"
+        self.config.write_text(f"""
+[model]
+manifest = "{manifest}"
+threads = 1
+[spool]
+dir = "{self.incoming}"
+processing_dir = "{self.processing}"
+done_dir = "{self.done}"
+failed_dir = "{self.failed}"
+settle_s = 0.3
+rescan_s = 1.0
+[reports]
+dir = "{self.reports}"
+recipients = ["{self.keys['public']}"]
+retry_s = 0.2
+[privacy]
+pseudonym_key_file = "{self.keys['pseudonym']}"
+patient_file = "{root / 'patient' / 'current'}"
+[host]
+poll_s = 0.5
+[logging]
+format = "json"
+{extra_toml}
+""")
+        self.private_key = load_private_key(self.keys["private"])
+
+    def drop(self, source: Path, name: str = "") -> Path:
+        """Copy a file into the spool the way vendors should: write a temp name, rename."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        target = self.incoming / (name or source.name)
+        temp = self.incoming / f".{target.name}.part"
+        shutil.copyfile(source, temp)
+        os.rename(temp, target)
+        return target
+
+    def report_files(self) -> List[Path]:
+        return sorted(self.reports.glob("*.ecgr")) if self.reports.exists() else []
+
+    def decrypted_reports(self) -> List[Dict]:
+        return [json.loads(unseal(p.read_bytes(), self.private_key)) for p in self.report_files()]
+
+    def names_in(self, folder: Path) -> List[str]:
+        return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def appliance(tmp_path: Path, reference_manifest: Path) -> Appliance:
+    return Appliance(tmp_path, reference_manifest)
+
+
+@pytest.fixture
+def validator():
+    schema = json.loads(SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path):
+    started: List[DaemonProcess] = []
+
+    def start(appliance: Appliance, **kwargs) -> DaemonProcess:
+        daemon = DaemonProcess(appliance.config, tmp_path, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.close()
+
+
+def test_dropped_records_become_sealed_reports(appliance, daemons, shared_data,
+                                               validator) -> None:
+    """READY=1, then WFDB, DICOM and XML drops each end in done/ with decryptable reports."""
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    appliance.drop(shared_data / "cinc2021" / "E07500.mat")
+    appliance.drop(shared_data / "cinc2021" / "E07500.hea")
+    appliance.drop(shared_data / "dicom" / "waveform_ecg.dcm")
+    appliance.drop(shared_data / "ge-muse-xml" / "BRAVEHEART" / "example1.xml")
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 4, 60, "4 inputs in done/")
+    reports = appliance.decrypted_reports()
+    assert len(reports) == 3
+    for report in reports:
+        validator.validate(report)
+        assert report["host"]["source"] in ("vcgencmd", "thermal", "unknown")
+    assert {r["source"]["format"] for r in reports} == {"wfdb", "dicom", "ge-muse"}
+    for path in appliance.report_files():
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert appliance.reports.stat().st_mode & 0o777 == 0o700
+    assert appliance.names_in(appliance.processing) == []
+    wait_for(lambda: "windows 3 done" in (daemon.notify.last("STATUS") or ""), 10,
+             "STATUS= counting 3 windows")
+    assert daemon.terminate() == 0
+    assert daemon.notify.has("STOPPING", "1")
+
+
+def test_bad_inputs_are_quarantined_and_daemon_keeps_running(appliance, daemons,
+                                                             shared_data) -> None:
+    """Garbage and a symlink go to failed/ with NAME.error.json; the daemon stays up."""
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    (appliance.incoming / "garbage.xml").write_bytes(b"<not-an-ecg/>")
+    (appliance.incoming / "noise.dcm").write_bytes(os.urandom(4096))
+    (appliance.incoming / "link.hea").symlink_to(shared_data / "cinc2021" / "E07501.hea")
+    wait_for(lambda: len([n for n in appliance.names_in(appliance.failed)
+                          if n.endswith(".error.json")]) == 3, 30, "3 error.json files")
+    for name in ("garbage.xml", "noise.dcm"):
+        error = json.loads((appliance.failed / f"{name}.error.json").read_text())
+        assert error["reason"] and error["time"].endswith("Z") and error["ecgd_version"]
+    appliance.drop(shared_data / "cinc2021" / "E07502.mat")
+    appliance.drop(shared_data / "cinc2021" / "E07502.hea")
+    wait_for(lambda: len(appliance.report_files()) == 1, 60, "a report after the bad inputs")
+    assert daemon.process.poll() is None
+
+
+def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
+    """An unknown key refuses to start: exit 78 and one line naming the key."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[model]\nthreads = 2\nturbo = true\n")
+    result = subprocess.run([sys.executable, "-m", "ecgd", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[model] turbo: unknown key" in lines[0]
+
+
+def test_missing_model_exits_78(appliance, tmp_path: Path) -> None:
+    """A config whose model manifest is missing refuses to start with exit 78."""
+    text = appliance.config.read_text()
+    missing = tmp_path / "missing.json"
+    config = tmp_path / "missing-model.toml"
+    config.write_text(text.replace('manifest = "', f'manifest = "{missing}" #', 1))
+    result = subprocess.run([sys.executable, "-m", "ecgd", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "missing.json" in result.stderr
+
+
+def test_check_reports_each_problem(appliance, tmp_path: Path) -> None:
+    """`ecgd check` prints every problem (keys, model) and exits 78; a good config exits 0."""
+    good = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config",
+                           str(appliance.config)], capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
+    text = appliance.config.read_text()
+    text = text.replace(str(appliance.keys["public"]), str(tmp_path / "nokey.pub"))
+    text = text.replace(str(appliance.keys["pseudonym"]), str(tmp_path / "nopseudonym.key"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "nokey.pub" in result.stdout and "nopseudonym.key" in result.stdout
+
+
+def _distinct_ludb_inputs(shared_data: Path, folder: Path, count: int) -> List[Path]:
+    """``count`` distinct 10-s 12-lead .npz recordings made from real LUDB records."""
+    import wfdb
+
+    records = sorted((shared_data / "ludb" / "data").glob("*.hea"))
+    paths = []
+    for index in range(count):
+        header = records[index % len(records)]
+        record = wfdb.rdrecord(str(header.with_suffix("")))
+        signal = record.p_signal.T.astype(np.float32)
+        # A different tiny DC offset per copy keeps contents (and report ids) distinct.
+        signal += np.float32(0.001 * (index // len(records)))
+        path = folder / f"rec{index:04d}.npz"
+        np.savez(path, signal=signal, fs_hz=float(record.fs),
+                 lead_names=np.array(record.sig_name), units="mV")
+        paths.append(path)
+    return paths
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """200 inputs, SIGKILL at random moments, restart: each window has exactly one report."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    inputs = _distinct_ludb_inputs(shared_data, staging, 200)
+    for path in inputs:
+        appliance.drop(path)
+    rng = random.Random(7)
+    for _ in range(4):
+        daemon = daemons(appliance)
+        daemon.wait_ready()
+        done_before = len(appliance.names_in(appliance.done))
+        # Let it make some progress, then kill it without warning.
+        wait_for(lambda: len(appliance.names_in(appliance.done)) > done_before
+                 + rng.randint(5, 30), 120, "progress before the kill")
+        daemon.kill()
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 200, 300, "all 200 inputs done")
+    assert appliance.names_in(appliance.failed) == []
+    assert appliance.names_in(appliance.processing) == []
+    reports = appliance.decrypted_reports()
+    assert len(reports) == 200
+    ids = [r["report_id"] for r in reports]
+    assert len(set(ids)) == 200
+    digests = {r["source"]["content_sha256"] for r in reports}
+    assert len(digests) == 200
+    assert daemon.terminate() == 0
+
+
+def test_no_patient_identifier_reaches_logs_reports_or_file_names(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """Known identifiers in DICOM and XML inputs appear nowhere: logs, reports, file names."""
+    import pydicom
+
+    identifiers = []
+    dicom = pydicom.dcmread(shared_data / "dicom" / "waveform_ecg.dcm")
+    identifiers.append(str(dicom.PatientID))
+    muse = (shared_data / "ge-muse-xml" / "EGM" / "muse-sinus.xml").read_text(errors="replace")
+    marker = "<PatientID>"
+    identifiers.append(muse.split(marker, 1)[1].split("<", 1)[0].strip())
+    dicom.PatientID = "ECGD-TEST-ID-4711"
+    identifiers.append("ECGD-TEST-ID-4711")
+    modified = tmp_path / "modified.dcm"
+    dicom.save_as(modified)
+    identifiers = [i for i in identifiers if len(i) >= 4]
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    appliance.drop(shared_data / "dicom" / "waveform_ecg.dcm")
+    appliance.drop(shared_data / "ge-muse-xml" / "EGM" / "muse-sinus.xml")
+    appliance.drop(modified, "study.dcm")
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 3, 60, "3 inputs done")
+    assert daemon.terminate() == 0
+    reports = appliance.decrypted_reports()
+    assert all(r["patient"]["pseudonym"] for r in reports)
+    haystacks = [daemon.log_text(), json.dumps(reports)]
+    haystacks += [str(p) for p in tmp_path.rglob("*")]
+    haystacks += [p.read_bytes().decode("latin-1") for p in appliance.report_files()]
+    for identifier in identifiers:
+        for haystack in haystacks:
+            assert identifier not in haystack
+
+
+def test_sigterm_drains_and_exits_zero(appliance, daemons, shared_data) -> None:
+    """SIGTERM: STOPPING=1, the input in progress finishes, nothing is left half-done."""
+    records = sorted((shared_data / "cinc2021").glob("JS2000*.hea"))[:5]
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    for header in records:
+        appliance.drop(header.with_suffix(".mat"))
+        appliance.drop(header)
+    wait_for(lambda: appliance.report_files(), 60, "the first report")
+    assert daemon.terminate() == 0
+    assert daemon.notify.has("STOPPING", "1")
+    assert appliance.names_in(appliance.processing) == []
+    done_headers = [n for n in appliance.names_in(appliance.done) if n.endswith(".hea")]
+    assert len(appliance.report_files()) == len(done_headers) >= 1
+    # Whatever was not taken is still waiting in the spool, not lost.
+    waiting = [n for n in appliance.names_in(appliance.incoming) if n.endswith(".hea")]
+    assert len(done_headers) + len(waiting) == len(records)
+
+
+def test_watchdog_pings_stop_while_inference_hangs(tmp_path, reference_manifest, daemons,
+                                                   shared_data) -> None:
+    """WATCHDOG=1 flows while idle and stops while inference is stuck; STATUS= continues."""
+    from slow_model import write_slow_model
+
+    slow = write_slow_model(reference_manifest, tmp_path / "slow", iterations=10**9)
+    appliance = Appliance(tmp_path / "appliance", slow)
+    daemon = daemons(appliance, watchdog_s=2.0)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.notify.count("WATCHDOG") >= 2, 20, "watchdog pings while idle")
+    appliance.drop(shared_data / "cinc2021" / "HR06000.mat")
+    appliance.drop(shared_data / "cinc2021" / "HR06000.hea")
+    wait_for(lambda: appliance.names_in(appliance.processing), 30, "the input being processed")
+    status_count = daemon.notify.count("STATUS")
+    wait_for(lambda: daemon.notify.count("STATUS") >= status_count + 3, 30, "3 status updates")
+    pings = daemon.notify.count("WATCHDOG")
+    status_count = daemon.notify.count("STATUS")
+    wait_for(lambda: daemon.notify.count("STATUS") >= status_count + 4, 30, "4 status updates")
+    assert daemon.notify.count("WATCHDOG") == pings
+    assert daemon.process.poll() is None
+
+
+def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> None:
+    """Reports dir on a full filesystem: input stays in processing; freeing space recovers."""
+    appliance.reports.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+                            str(appliance.reports)], capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        filler = appliance.reports / "filler"
+        with open(filler, "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+            except OSError:
+                pass
+        daemon = daemons(appliance)
+        daemon.wait_ready()
+        appliance.drop(shared_data / "cinc2021" / "HR06001.mat")
+        appliance.drop(shared_data / "cinc2021" / "HR06001.hea")
+        wait_for(lambda: "reports_unwritable" in daemon.log_text(), 60, "reports_unwritable")
+        assert len(appliance.names_in(appliance.processing)) == 2
+        assert appliance.names_in(appliance.done) == []
+        filler.unlink()
+        wait_for(lambda: len(appliance.names_in(appliance.done)) == 2, 60, "recovery")
+        assert len(appliance.report_files()) == 1
+        log = daemon.log_text()
+        assert log.count("reports_unwritable") == 1
+        assert "reports_writable_again" in log
+        assert daemon.terminate() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(appliance.reports)], capture_output=True)
