@@ -69,25 +69,42 @@ class PreprocessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class QcConfig:
-    """Signal-quality thresholds, applied per lead to the raw millivolt signal."""
+    """Signal-quality thresholds, applied per lead to the raw millivolt signal.
+
+    Calibrated on the 100 LUDB records in ../shared/data and on NSTDB noise (see ecgd.quality):
+    - saturation_fraction_max: fraction of samples in clipped runs of clip_run_min_samples or
+      more at the lead's extremes above which the lead is saturated;
+    - flatline_variance_min_mv2 / flatline_window_s: a lead is flat when some stretch of
+      flatline_window_s seconds has a variance below this (5e-5 mV^2 = 7 uV RMS: a stuck
+      input; 0.01 mV^2 over 1 s flags 93 of 100 clean LUDB records between beats);
+    - lead_off_rms_min_mv: RMS about the mean below this is an electrode off (clean LUDB
+      leads go down to 0.035 mV RMS, so 0.05 would reject clean records);
+    - quality_score_min: accept only when QS = 1 - (saturated + flat samples) / total is above;
+    - amplitude_max_mv: peak-to-peak above this is implausible (wrong units or gain);
+    - noise_index_max: muscle/high-frequency noise index (median / 99th percentile of the
+      10-45 Hz band energy; clean LUDB <= 0.0065);
+    - powerline_ratio_max: mains +- 1 Hz power over power above 0.5 Hz (clean LUDB <= 0.013);
+    - baseline_wander_ratio_max: power below 0.5 Hz over all power;
+    - min_beats: fewer R peaks than this in a window is no_beats.
+    """
 
     saturation_fraction_max: float = 0.05
     clip_run_min_samples: int = 3
-    flatline_variance_min_mv2: float = 0.01
-    flatline_window_s: float = 1.0
-    lead_off_rms_min_mv: float = 0.05
+    flatline_variance_min_mv2: float = 5e-5
+    flatline_window_s: float = 2.0
+    lead_off_rms_min_mv: float = 0.02
     quality_score_min: float = 0.95
     amplitude_max_mv: float = 10.0
-    noise_hf_ratio_max: float = 0.5
-    powerline_ratio_max: float = 0.5
-    baseline_wander_ratio_max: float = 0.8
+    noise_index_max: float = 0.01
+    powerline_ratio_max: float = 0.2
+    baseline_wander_ratio_max: float = 0.9
     min_beats: int = 2
 
     def __post_init__(self) -> None:
         for name in (
             "saturation_fraction_max",
             "quality_score_min",
-            "noise_hf_ratio_max",
+            "noise_index_max",
             "powerline_ratio_max",
             "baseline_wander_ratio_max",
         ):

@@ -210,6 +210,13 @@ def _check_name(name: str) -> None:
         raise SealError(f"{name!r}: not a plain file name")
 
 
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # the write already failed; that error is the one to report
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -233,12 +240,12 @@ def write_durable(
     directory = Path(directory)
     target = directory / name
     temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
-    created = False
+    temp_exists = False
     try:
         fd = os.open(
             temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
-        created = True
+        temp_exists = True
         try:
             # fchmod, not the open() mode: the umask must not change what the caller asked for.
             os.fchmod(fd, mode)
@@ -255,14 +262,11 @@ def write_durable(
             # link() fails with EEXIST instead of replacing, atomically.
             os.link(temp, target)
             os.unlink(temp)
-        created = False
+        temp_exists = False
         _fsync_directory(directory)
     except OSError as exc:
-        if created:
-            try:
-                os.unlink(temp)
-            except OSError:
-                pass  # the write already failed; that error is the one to report
-        reason = exc.strerror or str(exc)
-        raise SealError(f"{target}: cannot write: {reason}") from exc
+        raise SealError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+    finally:
+        if temp_exists:
+            _remove_quietly(temp)
     return target

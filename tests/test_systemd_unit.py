@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -121,3 +123,57 @@ def test_plain_unit_scores_far_worse(tmp_path) -> None:
     plain = tmp_path / "ecgd.service"
     plain.write_text(f"[Service]\nType=notify\nExecStart={SHIPPED_EXEC_START}\n")
     assert _exposure(plain) > 9.0
+
+
+# Runs in a child: PR_SET_MDWE cannot be undone, and must not restrict the test runner.
+_MDWE_PROBE = textwrap.dedent(
+    """
+    import ctypes, mmap, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+        sys.exit(77)
+    try:
+        mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        sys.exit(76)
+    except OSError:
+        pass
+    import numpy, onnx, onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+    from watchdog.observers.inotify import InotifyObserver
+    assert ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)() == 7
+    observer = InotifyObserver()
+    observer.start()
+    observer.stop()
+    observer.join()
+    weights = numpy.ones((8, 12, 16), dtype="float32")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], strides=[2]),
+         helper.make_node("Sigmoid", ["c"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 12, 500])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"x": numpy.zeros((1, 12, 500), dtype="float32")})
+    print(output.shape)
+    """
+)
+
+
+def test_runtime_works_without_writable_executable_memory() -> None:
+    """ONNX Runtime, numpy, ctypes and inotify run with W+X memory refused.
+
+    Pins MemoryDenyWriteExecute=yes in the unit; the kernel's PR_SET_MDWE (Linux 6.3+)
+    enforces the same rule for the child process as systemd's filter does for the service.
+    """
+    completed = subprocess.run([sys.executable, "-c", _MDWE_PROBE], capture_output=True,
+                               text=True, timeout=300)
+    if completed.returncode == 77:
+        pytest.skip("kernel has no PR_SET_MDWE (needs Linux 6.3+)")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "(1, 8, 243)"

@@ -177,3 +177,9 @@ def random_weights(spec: Net1DSpec, seed: int) -> Dict[str, np.ndarray]:
         bound = 1.0 / np.sqrt(fan_in)
         weights[key] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
     return weights
+
+
+def float_parameter_count(model: onnx.ModelProto) -> int:
+    """Number of float32 weight elements in ``model`` (an FP32 Net1D: its parameter count)."""
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer
+               if t.data_type == TensorProto.FLOAT)

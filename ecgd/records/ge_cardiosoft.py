@@ -102,7 +102,8 @@ def _start(root: Element, source: str) -> Tuple[Optional[dt.datetime], Dict[str,
     if any(field is None for field in fields[:3]):
         raise RecordError(f"{source}: ObservationDateTime lacks a year, month or day")
     try:
-        moment = dt.datetime(*(int(field or 0) for field in fields))
+        year, month, day, hour, minute, second = (int(field or 0) for field in fields)
+        moment = dt.datetime(year, month, day, hour, minute, second)
     except ValueError as exc:
         raise RecordError(f"{source}: ObservationDateTime is not a valid date/time") from exc
     text = " ".join(f"{name}={field}" for name, field in zip(_TIME_FIELDS, fields) if field)

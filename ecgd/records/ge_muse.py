@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 from xml.etree.ElementTree import Element
 
 import numpy as np
@@ -55,8 +55,10 @@ def _rhythm_waveform(root: Element, source: str) -> Element:
     return rhythms[0]
 
 
-def _leads(waveform: Element, source: str) -> Tuple[List[str], np.ndarray, float]:
-    """Lead names, float32 millivolts ``[leads, n]`` and the (common) microvolts per bit."""
+def _leads(waveform: Element, source: str) -> Tuple[List[str], np.ndarray,
+                                                   Union[float, List[float]]]:
+    """Lead names, float32 millivolts ``[leads, n]`` and microvolts per bit (one value when
+    all leads share it, else one per lead)."""
     lead_data = waveform.findall("LeadData")
     declared = optional_text(waveform, "NumberofLeads")
     if not lead_data:

@@ -73,8 +73,9 @@ def _sampling(sequence_set: Element, source: str) -> Tuple[float, Optional[str]]
         if step_s <= 0:
             raise RecordError(f"{source}: time increment {step_s:g} s is not positive")
         head = value.find(f"{_NS}head")
-        absolute = code.get("code") == "TIME_ABSOLUTE" and head is not None
-        return 1.0 / step_s, head.get("value") if absolute else None
+        if code.get("code") == "TIME_ABSOLUTE" and head is not None:
+            return 1.0 / step_s, head.get("value")
+        return 1.0 / step_s, None
     raise RecordError(f"{source}: rhythm series has no TIME_ABSOLUTE/TIME_RELATIVE sequence")
 
 
@@ -84,7 +85,7 @@ def _leads(sequence_set: Element, source: str) -> Tuple[List[str], np.ndarray, L
     rows: List[np.ndarray] = []
     scales_uv: List[float] = []
     for sequence in sequence_set.iter(f"{_NS}sequence"):
-        code = (sequence.find(f"{_NS}code"))
+        code = sequence.find(f"{_NS}code")
         lead_code = code.get("code", "") if code is not None else ""
         if not lead_code.startswith(_LEAD_CODE_PREFIX):
             continue

@@ -181,10 +181,9 @@ def _calibration_pulse(samples_mv: np.ndarray, fs_hz: float,
 def _start(root: Element, source: str) -> Tuple[Optional[dt.datetime], Dict[str, Any]]:
     """dataacquisition@date + @time (local wall-clock time, no zone)."""
     acquisition = root.find(f"{_NS}dataacquisition")
-    date_text = acquisition.get("date") if acquisition is not None else None
-    if not date_text:
+    if acquisition is None or not acquisition.get("date"):
         return None, {}
-    text = f"{date_text} {acquisition.get('time') or '00:00:00'}"
+    text = f"{acquisition.get('date')} {acquisition.get('time') or '00:00:00'}"
     try:
         moment = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
     except ValueError as exc:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ecgd.errors import RecordError
 from ecgd.records.recording import Recording, validate_recording
+from ecgd.records.xml_safety import xml_head_as_utf8
 
 # format name -> module implementing read(path) -> Recording
 FORMAT_MODULES = {
@@ -76,8 +77,9 @@ def detect_format(path: Path) -> str:
         head = handle.read(_SNIFF_BYTES)
     if suffix == ".dcm" or head[128:132] == b"DICM":
         return "dicom"
-    if suffix == ".xml" or head.lstrip().startswith(b"<"):
-        match = _XML_ROOT_PATTERN.search(head)
+    xml_head = xml_head_as_utf8(head)
+    if suffix == ".xml" or xml_head.lstrip().startswith(b"<"):
+        match = _XML_ROOT_PATTERN.search(xml_head)
         if match:
             return _XML_ROOTS[match.group(1).decode()]
         raise RecordError(f"{path.name}: XML of an unknown ECG dialect (expected one of "

@@ -77,7 +77,8 @@ def xml_head_as_utf8(head: bytes) -> bytes:
     """Return the first bytes of an XML file as UTF-8, so a byte pattern can sniff its root.
 
     Philips PageWriter 1.04 exports are UTF-16 with a byte-order mark; a UTF-8 byte-order
-    mark is dropped; anything else is returned unchanged. A UTF-16 head cut mid-character is decoded up to the cut.
+    mark is dropped; anything else is returned unchanged. A UTF-16 head cut mid-character
+    is decoded up to the cut.
     """
     if head[:2] in _UTF16_BOMS:
         usable = len(head) - len(head) % 2

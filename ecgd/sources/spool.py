@@ -41,6 +41,7 @@ import json
 import math
 import os
 import queue
+import re
 import secrets
 import stat
 import threading
@@ -69,6 +70,7 @@ ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
 _WFDB_DATA_SUFFIXES = (".dat", ".mat")
 _NAME_HASH_HEX = 12
+_MIN_EMBEDDED_NAME_CHARS = 3
 _MAX_NAME_BYTES = 255
 _EVENT_QUEUE_MAX = 10000
 _CLAIM_BACKOFF_INITIAL_S = 1.0
@@ -951,10 +953,18 @@ def _oversize_reason(name: str, size_bytes: int, max_bytes: int) -> str:
 
 
 def _redact(reason: str, names: Sequence[str], name_hash: str) -> str:
-    """``reason`` with every input name (longest first) replaced by the name hash."""
+    """``reason`` with every input name (longest first) replaced by ``<name_hash>``.
+
+    Names are matched whole, not inside longer words, so a short name does not garble the
+    rest of the reason; names of three characters or more are also replaced wherever they
+    appear (two characters cannot hold an identifier).
+    """
     for name in sorted(set(names), key=len, reverse=True):
         if name:
-            reason = reason.replace(name, f"<{name_hash}>")
+            pattern = r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])"
+            reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
+            if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
+                reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
     return reason
 
 

@@ -1,0 +1,280 @@
+"""SerialSource on real pseudo-terminals fed by the simulator: windows, faults, reconnects."""
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+import numpy as np
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from ecgd.commands import simulate
+from ecgd.config import SerialConfig, WindowConfig
+from ecgd.records.reader import read_recording
+from ecgd.sources import wire
+from ecgd.sources.serial_source import SerialSource
+from ecgd.windowing import WindowQueue
+
+SPEED = 20.0
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    """Poll ``condition`` until true or ``timeout_s`` passed; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    tick = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            return condition()
+        tick.wait(0.02)
+    return True
+
+
+@pytest.fixture(scope="module")
+def recording(shared_data: Path):
+    """A real 10-s 12-lead recording at 500 Hz."""
+    return read_recording(shared_data / "cinc2021" / "E07502.hea", 10 ** 8)
+
+
+def segments_from_breaks(breaks: List[Tuple[int, int]], end: int) -> List[Tuple[int, int]]:
+    """Contiguous ``[start, end)`` runs of stream samples between the simulator's breaks."""
+    segments, cursor = [], 0
+    for start, stop in sorted(breaks):
+        if start > cursor:
+            segments.append((cursor, start))
+        cursor = max(cursor, stop)
+    if end > cursor:
+        segments.append((cursor, end))
+    return segments
+
+
+def window_starts(segments, window_n, stride_n):
+    """Where windows must start: every stride inside each segment, whole windows only."""
+    return [s + k * stride_n for s, e in segments for k in range(max(0, (e - s - window_n)
+                                                                   // stride_n + 1))]
+
+
+class Harness:
+    """A pty at a symlink, a SerialSource reading it, a queue collecting its windows."""
+
+    def __init__(self, tmp_path: Path, fmt: str, window_s: float = 1.0, queue_windows: int = 100,
+                 stall_s: float = 2.0) -> None:
+        self.link = tmp_path / "ttyECG"
+        self.device = simulate.PtyDevice(self.link)
+        self.config = SerialConfig(port=str(self.link), format=fmt, stall_s=stall_s,
+                                   backoff_initial_s=0.05, backoff_max_s=0.2,
+                                   queue_windows=queue_windows)
+        self.queue = WindowQueue(queue_windows)
+        self.source = SerialSource(self.config, WindowConfig(window_s, window_s), self.queue,
+                                   structlog.get_logger())
+        self.source.start()
+        assert wait_for(lambda: self.source.stats()["port_open"])
+
+    def drain(self, expected: int) -> list:
+        windows: list = []
+        wait_for(lambda: self.source.stats()["windows"] >= expected)
+        while True:
+            window = self.queue.get(0.3)
+            if window is None:
+                return windows
+            windows.append(window)
+
+    def close(self) -> None:
+        self.source.stop()
+        assert not self.source.is_alive()
+
+
+@pytest.mark.parametrize("fmt", ["ecgd-frame", "openbci-cyton", "text"])
+def test_each_format_gives_expected_windows(tmp_path, recording, fmt):
+    """A clean stream in each format yields back-to-back 1-s windows with the record's
+    samples at the device rate, from the first sample on (text: its first line is skipped,
+    as a receiver joining mid-line must)."""
+    harness = Harness(tmp_path, fmt)
+    with capture_logs() as logs:
+        sig = simulate.prepare_signal(recording, fmt, 8 if fmt == "openbci-cyton" else 12)
+        result = simulate.stream(harness.device, sig, fmt, speed=SPEED)
+        skipped = 1 if fmt == "text" else 0
+        n = result.samples_streamed - skipped
+        fs = int(sig.fs_hz)
+        expected = window_starts([(0, n)], fs, fs)
+        windows = harness.drain(len(expected))
+        harness.close()
+    assert [w.sample_start for w in windows] == expected
+    tolerance = {"ecgd-frame": 1e-6, "openbci-cyton": 1e-4, "text": 1e-4}[fmt]
+    for w in windows:
+        assert w.recording.fs_hz == sig.fs_hz and w.recording.lead_names == sig.lead_names
+        np.testing.assert_allclose(
+            w.recording.samples_mv,
+            sig.samples_mv[:, w.sample_start + skipped:w.sample_end + skipped], atol=tolerance)
+        assert w.segment == 0 and w.lost_samples == 0
+    events = [e["event"] for e in logs if e["event"].startswith("device_")]
+    assert events[0] == "device_connected" and "device_reconnected" not in events
+    first_line = wire.encode_text_line(sig.samples_mv[:, 0].tolist())
+    assert harness.source.stats()["garbage_bytes"] == (len(first_line) if fmt == "text" else 0)
+
+
+@pytest.mark.parametrize("fmt,seed", [("ecgd-frame", 1), ("openbci-cyton", 2)])
+def test_garbage_and_drops_counted_and_never_spanned(tmp_path, recording, fmt, seed):
+    """Injected garbage and dropped frames are counted, and windows fall exactly inside
+    the runs of samples between them."""
+    harness = Harness(tmp_path, fmt)
+    sig = simulate.prepare_signal(recording, fmt, 8)
+    fs = int(sig.fs_hz)
+    result = simulate.stream(harness.device, sig, fmt, speed=SPEED, drop_rate=0.01,
+                             garbage_rate=0.01, seed=seed, frame_samples=5)
+    assert result.frames_dropped > 0 and result.garbage_bytes > 0
+    assert all(start > 0 for start, stop in result.breaks if stop > start)
+    segments = segments_from_breaks(result.breaks, result.samples_streamed)
+    expected = window_starts(segments, fs, fs)
+    windows = harness.drain(len(expected))
+    stats = harness.source.stats()
+    harness.close()
+    assert [w.sample_start for w in windows] == expected
+    for w in windows:
+        np.testing.assert_allclose(w.recording.samples_mv,
+                                   sig.samples_mv[:, w.sample_start:w.sample_end], atol=1e-4)
+    dropped_samples = sum(stop - start for start, stop in result.breaks)
+    assert stats["garbage_bytes"] == result.garbage_bytes
+    assert stats["dropped_frames"] == result.frames_dropped
+    assert stats["lost_samples"] == dropped_samples
+    assert sum(w.lost_samples for w in windows) <= dropped_samples
+
+
+def test_reconnect_at_same_symlink_starts_new_segment(tmp_path, recording):
+    """The device end hung up and a new pty at the same symlink is reopened: logged once
+    each way, the next windows are a new segment after the old ones."""
+    harness = Harness(tmp_path, "ecgd-frame")
+    sig = simulate.prepare_signal(recording, "ecgd-frame", 12)
+    with capture_logs() as logs:
+        first = simulate.stream(harness.device, sig, "ecgd-frame", speed=SPEED,
+                                disconnect_after_s=3.2)
+        assert first.disconnected and first.samples_streamed == 1600
+        assert wait_for(lambda: harness.source.stats()["state"] == "disconnected")
+        second_device = simulate.PtyDevice(harness.link)
+        assert wait_for(lambda: harness.source.stats()["port_open"])
+        simulate.stream(second_device, sig, "ecgd-frame", speed=SPEED)
+        windows = harness.drain(3 + 10)
+        stats = harness.source.stats()
+        harness.close()
+    assert [(w.segment, w.sample_start) for w in windows] == \
+        [(0, 0), (0, 500), (0, 1000)] + [(1, 1600 + 500 * k) for k in range(10)]
+    events = [e["event"] for e in logs if e["event"].startswith(("device_", "stream_"))]
+    assert events == ["device_disconnected", "device_reconnected"]
+    assert stats["reconnects"] == 1 and stats["connected"]
+
+
+def test_stalled_stream_recovers(tmp_path, recording):
+    """No samples for stall_s is logged as a stall; when samples come back they start a
+    new segment and windows resume."""
+    harness = Harness(tmp_path, "ecgd-frame", stall_s=0.5)
+    sig = simulate.prepare_signal(recording, "ecgd-frame", 12)
+    frames = list(simulate.encode_frames(sig, "ecgd-frame"))
+    with capture_logs() as logs:
+        harness.device.write(b"".join(data for _, _, data in frames[:120]))
+        assert wait_for(lambda: harness.source.stats()["state"] == "stalled")
+        assert wait_for(lambda: harness.source.stats()["port_open"])
+        harness.device.write(b"".join(data for _, _, data in frames[120:]))
+        windows = harness.drain(2 + 7)
+        harness.close()
+    assert [(w.segment, w.sample_start) for w in windows] == \
+        [(0, 0), (0, 500)] + [(1, 1200 + 500 * k) for k in range(7)]
+    events = [e["event"] for e in logs if e["event"].startswith(("device_", "stream_"))]
+    assert events[0] == "stream_stalled" and "device_reconnected" in events
+
+
+def test_slow_consumer_drops_whole_windows_counted(tmp_path, recording):
+    """A consumer slower than the stream loses whole windows, counted on the next window
+    it gets, while acquisition cuts every window and loses no sample."""
+    harness = Harness(tmp_path, "ecgd-frame", window_s=0.2, queue_windows=2)
+    sig = simulate.prepare_signal(recording, "ecgd-frame", 12)
+    got: list = []
+    done = threading.Event()
+
+    def slow_model() -> None:
+        while not done.is_set():
+            window = harness.queue.get(0.1)
+            if window is not None:
+                got.append(window)
+                done.wait(0.15)  # inference far slower than 0.2 s of signal / SPEED
+
+    consumer = threading.Thread(target=slow_model)
+    consumer.start()
+    simulate.stream(harness.device, sig, "ecgd-frame", speed=SPEED)
+    assert wait_for(lambda: harness.source.stats()["windows"] == 50)
+    stats = harness.source.stats()
+    harness.close()
+    harness.queue.close()
+    done.set()
+    consumer.join(5)
+    while True:
+        window = harness.queue.get(0)
+        if window is None:
+            break
+        got.append(window)
+    starts = [w.sample_start for w in got]
+    assert stats["lost_samples"] == 0 and stats["windows"] == 50
+    assert stats["dropped_windows"] > 0
+    assert len(got) + stats["dropped_windows"] == 50
+    assert sum(w.dropped_windows for w in got) == stats["dropped_windows"]
+    assert starts == sorted(starts) and all(s % 100 == 0 for s in starts)
+    assert [s // 100 for s in starts] != list(range(len(got)))
+
+
+def test_cyton_handshake_and_stop_command(tmp_path):
+    """The source sends 'v', waits for '$$$', sends 'b', and sends 's' when stopped."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link = tmp_path / "cyton"
+    os.symlink(os.ttyname(slave), link)
+    config = SerialConfig(port=str(link), format="openbci-cyton", stall_s=5.0)
+    queue = WindowQueue(4)
+    source = SerialSource(config, WindowConfig(0.2, 0.2), queue, structlog.get_logger())
+    source.start()
+    received = b""
+
+    def read_master() -> bytes:
+        nonlocal received
+        if select.select([master], [], [], 0.05)[0]:
+            received += os.read(master, 64)
+        return received
+
+    try:
+        assert wait_for(lambda: b"v" in read_master())
+        assert b"b" not in received
+        os.write(master, simulate.CYTON_BANNER)
+        assert wait_for(lambda: read_master().endswith(b"vb"))
+        packets = b"".join(wire.encode_cyton_packet([k * 100] * 8, k) for k in range(60))
+        os.write(master, packets)
+        window = queue.get(10)
+        assert window is not None and window.sample_start == 0
+        assert window.recording.samples_mv.shape == (8, 50)
+        source.stop()
+        assert wait_for(lambda: read_master().endswith(b"vbs"))
+        assert not source.is_alive()
+    finally:
+        source.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def test_missing_port_retries_without_raising(tmp_path):
+    """A port that does not exist yet is logged once and retried until it appears."""
+    link = tmp_path / "later"
+    config = SerialConfig(port=str(link), format="ecgd-frame", backoff_initial_s=0.05,
+                          backoff_max_s=0.1)
+    source = SerialSource(config, WindowConfig(1.0, 1.0), WindowQueue(2), structlog.get_logger())
+    with capture_logs() as logs:
+        source.start()
+        assert wait_for(lambda: source.stats()["state"] == "disconnected")
+        threading.Event().wait(0.4)  # several retries
+        device = simulate.PtyDevice(link)
+        assert wait_for(lambda: source.stats()["port_open"])
+        source.stop()
+        device.close(drain_s=0)
+    assert [e["event"] for e in logs] == ["device_disconnected"]
+    assert not source.is_alive()
