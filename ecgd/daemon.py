@@ -191,7 +191,9 @@ class Daemon:
 
     def _poll_host(self) -> None:
         health = read_host_health()
-        if health.as_dict() != self.host.as_dict():
+        # Log state changes (source, throttling flags), not every 0.1 degree of temperature.
+        if dataclasses.replace(health, temperature_c=None) != dataclasses.replace(
+                self.host, temperature_c=None):
             self.log.warning("host_state_changed", **health.as_dict())
         self.host = health
 

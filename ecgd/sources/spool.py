@@ -346,7 +346,7 @@ class Spool:
                     raise SourceError(f"spool {self._dir}: scanner thread failed: "
                                       f"{type(self._scanner_error).__name__}")
                 while self._ready:
-                    _, name = heapq.heappop(self._ready)
+                    _, name = self._ready.pop(0)
                     entry = self._entries.get(name)
                     if entry is None or not self._is_handable(name):
                         if entry is not None:
@@ -708,7 +708,7 @@ class Spool:
             return
         if not entry.queued:
             entry.queued = True
-            heapq.heappush(self._ready, (entry.mtime_ns, entry.name))
+            self._ready.append((entry.mtime_ns, entry.name))
 
     # ----------------------------------------------------------------- state helpers (locked)
 
