@@ -82,7 +82,7 @@ class QcConfig:
     - quality_score_min: accept only when QS = 1 - (saturated + flat samples) / total is above;
     - amplitude_max_mv: peak-to-peak above this is implausible (wrong units or gain);
     - noise_index_max: muscle/high-frequency noise index (median / 99th percentile of the
-      10-45 Hz band energy; clean LUDB <= 0.0065);
+      10-45 Hz band energy; clean LUDB <= 0.0073);
     - powerline_ratio_max: mains +- 1 Hz power over power above 0.5 Hz (clean LUDB <= 0.013);
     - baseline_wander_ratio_max: power below 0.5 Hz over all power;
     - min_beats: fewer R peaks than this in a window is no_beats.

@@ -2,7 +2,6 @@
 a booby-trapped pickle is refused without its payload ever running."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile

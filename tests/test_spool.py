@@ -368,3 +368,15 @@ def test_ensure_dirs_creates_private_folders(spool_config):
     spool_config.done_dir.write_bytes(b"")
     with pytest.raises(ConfigError, match="done_dir"):
         spool.ensure_dirs()
+
+
+def test_file_rewritten_after_hand_out_is_not_claimed_until_settled(make_spool, spool_config):
+    """A write between next_ready and claim makes claim back off; the full file comes later."""
+    spool = make_spool()
+    path = drop(spool_config.dir, "grow.csv", b"1,2\n")
+    item = spool.next_ready(20)
+    assert item is not None
+    with open(path, "ab") as handle:
+        handle.write(b"3,4\n")
+    assert spool.claim(item) is None
+    assert take(spool).primary.read_bytes() == b"1,2\n3,4\n"

@@ -74,8 +74,12 @@ class PtyDevice:
         """Hang up, after the reader took what was written (a hang-up discards unread
         input), waiting at most ``drain_s``."""
         deadline = time.monotonic() + drain_s
-        while _unread_bytes(self._slave) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        quiet_polls = 0
+        # the kernel moves written bytes to the reader's queue asynchronously, so an empty
+        # queue counts only once it stays empty for a few polls
+        while quiet_polls < 5 and time.monotonic() < deadline:
+            quiet_polls = 0 if _unread_bytes(self._slave) else quiet_polls + 1
+            time.sleep(0.02)
         if self.link.is_symlink() and os.readlink(self.link) == self.slave_path:
             self.link.unlink()
         os.close(self._master)

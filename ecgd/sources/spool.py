@@ -79,7 +79,7 @@ _JOIN_TIMEOUT_S = 10.0
 
 # Event kinds the watchdog handler puts on the queue (the scanner thread interprets them).
 _WRITTEN, _CLOSED, _APPEARED, _GONE = "written", "closed", "appeared", "gone"
-_OVERFLOW, _WAKE = "overflow", "wake"
+_WAKE = "wake"
 _SENTINEL = ("stop", "")
 
 # Inputs the scanner refuses into failed_dir: (file names, reason, other names to redact).
@@ -179,8 +179,6 @@ class _Entry:
     taken: bool = False          # handed out by next_ready or being moved by the scanner
     check_s: float = math.inf    # monotonic time this entry needs another look
     data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
-    retry_s: float = 0.0         # monotonic time a failed claim may be retried
-    backoff_s: float = 0.0
 
     def signature(self) -> Tuple[int, int]:
         return (self.size, self.mtime_ns)
@@ -189,9 +187,11 @@ class _Entry:
 class _EventForwarder(FileSystemEventHandler):
     """Runs on watchdog's thread: turns events into (kind, name) on a bounded queue."""
 
-    def __init__(self, spool_dir: str, events: "queue.Queue[Tuple[str, str]]") -> None:
+    def __init__(self, spool_dir: str, events: "queue.Queue[Tuple[str, str]]",
+                 overflowed: threading.Event) -> None:
         self._dir = spool_dir
         self._events = events
+        self._overflowed = overflowed
 
     def _put(self, kind: str, path: Any) -> None:
         path = os.fsdecode(path)
@@ -201,10 +201,7 @@ class _EventForwarder(FileSystemEventHandler):
             self._events.put_nowait((kind, os.path.basename(path)))
         except queue.Full:
             # Dropping the event is safe: the scanner rescans the whole folder instead.
-            try:
-                self._events.put_nowait((_OVERFLOW, ""))
-            except queue.Full:
-                pass
+            self._overflowed.set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -244,6 +241,10 @@ class Spool:
         self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
         self._ready: List[Tuple[int, str]] = []    # heap of (mtime_ns, name)
         self._events: "queue.Queue[Tuple[str, str]]" = queue.Queue(maxsize=_EVENT_QUEUE_MAX)
+        self._overflowed = threading.Event()
+        # name -> (monotonic retry time, backoff) of inputs that could not be moved; kept
+        # apart from the entries so it survives the name vanishing and reappearing mid-claim.
+        self._backoff: Dict[str, Tuple[float, float]] = {}
         self._stopping = threading.Event()
         self._observer: Optional[Any] = None
         self._scanner: Optional[threading.Thread] = None
@@ -291,8 +292,9 @@ class Spool:
         self._stopping.clear()
         self._observer = Observer()
         try:
+            forwarder = _EventForwarder(str(self._dir), self._events, self._overflowed)
             self._observer.schedule(
-                _EventForwarder(str(self._dir), self._events), str(self._dir), recursive=False,
+                forwarder, str(self._dir), recursive=False,
                 event_filter=[FileMovedEvent, FileClosedEvent, FileModifiedEvent,
                               FileCreatedEvent, FileDeletedEvent])
             self._observer.start()
@@ -346,7 +348,7 @@ class Spool:
                     raise SourceError(f"spool {self._dir}: scanner thread failed: "
                                       f"{type(self._scanner_error).__name__}")
                 while self._ready:
-                    _, name = self._ready.pop(0)
+                    _, name = heapq.heappop(self._ready)
                     entry = self._entries.get(name)
                     if entry is None or not self._is_handable(name):
                         if entry is not None:
@@ -374,12 +376,13 @@ class Spool:
             return None
         with self._lock:
             entries = [self._entries.get(name) for name in names]
-            changed = any(entry is None or (entry.size, entry.mtime_ns) != self._lstat_sig(name)
+            changed = any(entry is None or not entry.file_ready or entry.writing
+                          or entry.signature() != self._lstat_sig(name)
                           for name, entry in zip(names, entries))
-            if changed:
+            if changed:  # written to since it was handed out: settle again
                 self._release(names, changed=True)
                 return None
-        folder = None
+        folder: Optional[Path] = None
         moved: List[Tuple[Path, Path]] = []
         try:
             folder = self._make_unique_dir(Path(self._config.processing_dir), item.name_hash)
@@ -398,11 +401,12 @@ class Spool:
                         self._forget(name)
                     self._release([name for name in names if name not in vanished], changed=True)
                 return None
-            self._back_off(names, item.name_hash, exc)
+            self._back_off(names, item.name_hash, exc, "input_claim_failed")
             return None
         with self._lock:
             for name in names:
                 self._forget(name)
+                self._backoff.pop(name, None)
         self._log.info("input_claimed", name_hash=item.name_hash, files=len(moved))
         targets = tuple(target for _, target in moved)
         return ClaimedInput(primary=targets[0], files=targets, original_name=names[0],
@@ -514,20 +518,22 @@ class Spool:
                     break
             if _SENTINEL in batch:
                 return
-            if any(kind == _OVERFLOW for kind, _ in batch):
+            if self._overflowed.is_set():
+                self._overflowed.clear()
                 next_rescan_s = time.monotonic()
             self._apply_events(batch, time.monotonic())
 
     def _apply_events(self, batch: Sequence[Tuple[str, str]], now_s: float) -> None:
         with self._lock:
             for kind, name in batch:
-                if kind in (_OVERFLOW, _WAKE) or is_ignored_name(name):
+                if kind == _WAKE or is_ignored_name(name):
                     continue
                 if kind == _GONE:
                     self._forget(name)
                     continue
+                # Taken entries are updated too, so claim() sees a write after the hand-out.
                 entry = self._observe(name, now_s)
-                if entry is None or entry.taken:
+                if entry is None:
                     continue
                 if kind == _WRITTEN:
                     entry.writing, entry.closed, entry.file_ready = True, False, False
@@ -559,6 +565,8 @@ class Spool:
         with self._lock:
             for name in [name for name in self._entries if name not in seen]:
                 self._forget(name)
+            for name in [name for name in self._backoff if name not in seen]:
+                del self._backoff[name]
             for entry in self._entries.values():
                 entry.check_s = min(entry.check_s, now_s)  # catch changes whose events were lost
 
@@ -594,8 +602,9 @@ class Spool:
             headers_to_check: Set[str] = set()
             for entry in due:
                 entry.check_s = math.inf
-                if now_s < entry.retry_s:
-                    entry.check_s = entry.retry_s
+                retry_s = self._retry_s(entry.name)
+                if now_s < retry_s:
+                    entry.check_s = retry_s
                     continue
                 if not entry.regular:
                     refusals.append(([entry.name], _not_regular_reason(self._dir / entry.name),
@@ -703,12 +712,13 @@ class Spool:
         return names
 
     def _queue(self, entry: _Entry, now_s: float) -> None:
-        if now_s < entry.retry_s:
-            entry.check_s = entry.retry_s  # a claim failed: wait out the backoff
+        retry_s = self._retry_s(entry.name)
+        if now_s < retry_s:
+            entry.check_s = retry_s  # a claim failed: wait out the backoff
             return
         if not entry.queued:
             entry.queued = True
-            self._ready.append((entry.mtime_ns, entry.name))
+            heapq.heappush(self._ready, (entry.mtime_ns, entry.name))
 
     # ----------------------------------------------------------------- state helpers (locked)
 
@@ -741,7 +751,7 @@ class Spool:
             if changed:
                 entry.file_ready = entry.closed = False
                 entry.changed_s = now_s
-            entry.check_s = min(entry.check_s, max(now_s, entry.retry_s))
+            entry.check_s = min(entry.check_s, max(now_s, self._retry_s(name)))
         self._wake_scanner()
 
     def _forget(self, name: str) -> None:
@@ -766,17 +776,19 @@ class Spool:
         except queue.Full:
             pass
 
-    def _back_off(self, names: Sequence[str], name_hash: str, exc: OSError) -> None:
+    def _retry_s(self, name: str) -> float:
+        return self._backoff.get(name, (0.0, 0.0))[0]
+
+    def _back_off(self, names: Sequence[str], name_hash: str, exc: OSError, event: str) -> None:
+        """Log a failed move once, then retry it after a doubling backoff."""
         with self._lock:
-            first = self._entries.get(names[0])
-            if first is None:
-                return
-            if first.backoff_s == 0.0:
-                self._log.error("input_claim_failed", name_hash=name_hash,
+            _, backoff_s = self._backoff.get(names[0], (0.0, 0.0))
+            if backoff_s == 0.0:
+                self._log.error(event, name_hash=name_hash,
                                 reason=errno.errorcode.get(exc.errno or 0, "OSError"))
-            first.backoff_s = min(_CLAIM_BACKOFF_MAX_S,
-                                  max(_CLAIM_BACKOFF_INITIAL_S, first.backoff_s * 2))
-            first.retry_s = time.monotonic() + first.backoff_s
+            backoff_s = min(_CLAIM_BACKOFF_MAX_S, max(_CLAIM_BACKOFF_INITIAL_S, backoff_s * 2))
+            for name in names:
+                self._backoff[name] = (time.monotonic() + backoff_s, backoff_s)
             self._release(names, changed=False)
 
     # ----------------------------------------------------------------- moving files
@@ -805,17 +817,12 @@ class Spool:
                                      (pairs[0][1] + ERROR_SUFFIX,))
                 self._write_error_file(placed[0], reason, names[0], name_hash)
         except OSError as exc:
-            self._log.error("input_refuse_failed", name_hash=name_hash,
-                            reason=errno.errorcode.get(exc.errno or 0, "OSError"))
-            with self._lock:
-                self._release(names, changed=False)
-                first = self._entries.get(names[0])
-                if first is not None:
-                    first.retry_s = time.monotonic() + _CLAIM_BACKOFF_MAX_S
+            self._back_off(names, name_hash, exc, "input_refuse_failed")
             return
         with self._lock:
             for name in names:
                 self._forget(name)
+                self._backoff.pop(name, None)
         self._log.warning("input_failed", name_hash=name_hash,
                           reason=_redact(reason, list(names) + list(also_named), name_hash))
 

@@ -1,0 +1,110 @@
+"""Preprocessing profiles: parity with a plain per-lead scipy chain, shapes, bad params."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from ecgd.errors import ModelError
+from ecgd.preprocess import PROFILE_DEFAULTS, make_preprocessor, mains_snr_db
+
+wfdb = pytest.importorskip("wfdb")
+
+FS_HZ = 500.0
+
+
+def upstream_reference(window_mv: np.ndarray, fs_hz: float, mains_hz: float) -> np.ndarray:
+    """The ecgfounder chain written literally, one lead at a time, as described upstream."""
+    b_notch, a_notch = signal.iirnotch(mains_hz, 30.0, fs=fs_hz)
+    b_band, a_band = signal.butter(4, [0.67, 40.0], btype="bandpass", fs=fs_hz)
+    kernel = int(0.4 * fs_hz) + 1
+    kernel = kernel if kernel % 2 == 1 else kernel + 1
+    leads = []
+    for lead in window_mv.astype(np.float64):
+        lead = signal.filtfilt(b_notch, a_notch, lead)
+        lead = signal.filtfilt(b_band, a_band, lead)
+        lead = lead - signal.medfilt(lead, kernel)
+        leads.append(lead)
+    x = np.stack(leads)
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+@pytest.fixture(scope="module")
+def real_windows(shared_data: Path) -> np.ndarray:
+    """Six real 12-lead 10-s windows at 500 Hz (LUDB and CinC 2021), [6, 12, 5000] mV."""
+    bases = [shared_data / "ludb" / "data" / n for n in ("1", "20", "91")]
+    bases += [shared_data / "cinc2021" / n for n in ("E07500", "HR06000", "JS20003")]
+    return np.stack([wfdb.rdrecord(str(b)).p_signal.T for b in bases]).astype(np.float32)
+
+
+@pytest.mark.parametrize("mains_hz", [50, 60])
+def test_ecgfounder_parity_with_per_lead_reference(real_windows: np.ndarray,
+                                                   mains_hz: int) -> None:
+    """Vectorized batch output equals the per-lead scipy chain within 1e-5 on real records."""
+    pre = make_preprocessor("ecgfounder", PROFILE_DEFAULTS["ecgfounder"], FS_HZ, mains_hz)
+    out = pre(real_windows)
+    assert out.dtype == np.float32 and out.shape == real_windows.shape
+    for window, got in zip(real_windows, out):
+        expected = upstream_reference(window, FS_HZ, mains_hz)
+        assert np.max(np.abs(got - expected)) <= 1e-5
+    single = pre(real_windows[0])
+    assert single.shape == (12, 5000)
+    np.testing.assert_array_equal(single, out[0])
+
+
+def test_median_kernel_is_odd_at_other_rates() -> None:
+    """int(0.4 * fs) + 1 made odd: 201 at 500 Hz, 145 at 360 Hz."""
+    assert make_preprocessor("ecgfounder", {}, 500.0, 50).median_kernel == 201
+    assert make_preprocessor("ecgfounder", {}, 360.0, 60).median_kernel == 145
+
+
+def test_edge_cds_notch_only_on_humming_leads(real_windows: np.ndarray) -> None:
+    """edge-cds notches a lead with 50 Hz hum (SNR > 10 dB) and leaves clean leads alone."""
+    window = real_windows[0].astype(np.float64)
+    t = np.arange(window.shape[1]) / FS_HZ
+    humming = window.copy()
+    humming[2] += 0.3 * np.sin(2 * np.pi * 50.0 * t)
+    snr = mains_snr_db(humming, FS_HZ, 50.0)
+    assert snr[2] > 10.0 and np.all(np.delete(snr, 2) < 10.0)
+
+    pre = make_preprocessor("edge-cds", {}, FS_HZ, 50)
+    out = pre(humming.astype(np.float32))
+    band = signal.butter(2, [0.5, 50.0], btype="bandpass", fs=FS_HZ, output="sos")
+    notch = signal.tf2sos(*signal.iirnotch(50.0, 30.0, fs=FS_HZ))
+
+    def per_lead_z(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / (x.std() + 1e-8)
+
+    clean_expected = per_lead_z(signal.sosfiltfilt(band, humming[0]))
+    hum_expected = per_lead_z(signal.sosfiltfilt(band, signal.sosfiltfilt(notch, humming[2])))
+    np.testing.assert_allclose(out[0], clean_expected, atol=1e-5)
+    np.testing.assert_allclose(out[2], hum_expected, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("profile, params", [
+    ("ecgfounder-v2", {}),
+    ("ecgfounder", {"notch_hz": 50}),
+    ("ecgfounder", {"bandpass_hz": [40.0, 0.67]}),
+    ("ecgfounder", {"bandpass_hz": [0.67, 300.0]}),
+    ("ecgfounder", {"bandpass_order": 4.5}),
+    ("ecgfounder", {"zscore": "per_window"}),
+    ("ecgfounder", {"notch_q": "thirty"}),
+    ("edge-cds", {"baseline_median_s": 0.4}),
+])
+def test_unknown_profile_or_bad_params_are_model_errors(profile: str, params: dict) -> None:
+    """A profile or parameter the manifest got wrong refuses to build, naming it."""
+    with pytest.raises(ModelError, match="preprocessing profile"):
+        make_preprocessor(profile, params, FS_HZ, 50)
+
+
+def test_profile_defaults_are_pinned() -> None:
+    """PROFILE_DEFAULTS holds exactly the parameters agreed with the model manifest."""
+    assert PROFILE_DEFAULTS["ecgfounder"] == {
+        "notch_q": 30.0, "bandpass_hz": [0.67, 40.0], "bandpass_order": 4,
+        "baseline_median_s": 0.4, "zscore": "global", "zscore_eps": 1e-8}
+    assert PROFILE_DEFAULTS["edge-cds"] == {
+        "bandpass_hz": [0.5, 50.0], "bandpass_order": 2, "notch_q": 30.0,
+        "notch_min_snr_db": 10.0, "zscore": "per_lead", "zscore_eps": 1e-8}

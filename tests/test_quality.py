@@ -1,0 +1,159 @@
+"""Quality control on real LUDB windows: clean accepted, injected faults rejected by reason."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+from ecgd.config import QcConfig
+from ecgd.quality import assess_window
+from ecgd.records.recording import STANDARD_LEADS
+from ecgd.resample import resample_to
+
+wfdb = pytest.importorskip("wfdb")
+
+FS_HZ = 500.0
+QC = QcConfig()
+# Leads dominated by baseline wander (power below 0.5 Hz > 90%): genuinely bad for QC.
+LUDB_WANDERING = {"91", "187"}
+
+
+@pytest.fixture(scope="module")
+def ludb(shared_data: Path) -> Dict[str, np.ndarray]:
+    """All LUDB records in the shared data, [12, 5000] mV each, by record name."""
+    rows = (shared_data / "ludb" / "RECORDS").read_text().split()
+    names = [row.split("/")[-1] for row in rows]
+    return {name: wfdb.rdrecord(str(shared_data / "ludb" / "data" / name)).p_signal.T
+            for name in names}
+
+
+@pytest.fixture(scope="module")
+def nstdb_noise(shared_data: Path) -> Dict[str, np.ndarray]:
+    """NSTDB ma and bw noise, resampled to 500 Hz, 12 different 10-s stretches each."""
+    out = {}
+    for kind in ("ma", "bw"):
+        raw = wfdb.rdrecord(str(shared_data / "nstdb" / kind), sampto=360 * 70).p_signal.T
+        noise = resample_to(raw, 360.0, FS_HZ).astype(np.float64)
+        out[kind] = np.stack([noise[i % 2, 5000 * (i // 2): 5000 * (i // 2 + 1)]
+                              for i in range(12)])
+    return out
+
+
+def _assess(window: np.ndarray, **kwargs):
+    return assess_window(window.astype(np.float32), FS_HZ, STANDARD_LEADS, QC, **kwargs)
+
+
+def _with_noise(window: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Add ``noise`` scaled per lead to the given RMS signal-to-noise ratio."""
+    signal_power = window.var(axis=1)
+    noise_power = noise.var(axis=1)
+    scale = np.sqrt(signal_power / noise_power / 10.0 ** (snr_db / 10.0))
+    return window + (noise - noise.mean(axis=1, keepdims=True)) * scale[:, np.newaxis]
+
+
+def test_clean_ludb_records_are_accepted(ludb: Dict[str, np.ndarray]) -> None:
+    """Every LUDB record except the two wander-dominated ones passes with no reason."""
+    rejected = {name: _assess(x).reasons for name, x in ludb.items() if not _assess(x).ok}
+    assert set(rejected) == LUDB_WANDERING
+    assert all(r.startswith("baseline_wander:") for reasons in rejected.values() for r in reasons)
+
+
+def test_flat_lead_is_flatline(ludb: Dict[str, np.ndarray]) -> None:
+    """A lead stuck at a constant value is rejected as flatline for that lead only."""
+    window = ludb["1"].copy()
+    window[8] = 0.37
+    verdict = _assess(window)
+    assert not verdict.ok
+    assert "flatline:V3" in verdict.reasons
+    assert {r.split(":")[1] for r in verdict.reasons if ":" in r} == {"V3"}
+    # One lead of twelve is entirely flat; other leads add a few clipped samples at most.
+    assert 0.9 < verdict.score <= 11 / 12
+
+
+def test_clipped_lead_is_saturation(ludb: Dict[str, np.ndarray]) -> None:
+    """A lead clipped at 40% of its range on both sides is rejected as saturation."""
+    window = ludb["3"].copy()
+    lead = window[1]
+    low, high = np.percentile(lead, [5, 95])
+    window[1] = np.clip(lead, low, high)
+    verdict = _assess(window)
+    assert "saturation:II" in verdict.reasons and not verdict.ok
+    assert verdict.per_lead["II"]["saturated_fraction"] > 0.05
+
+
+def test_electrode_off_amplitude_is_lead_off(ludb: Dict[str, np.ndarray]) -> None:
+    """A lead reduced to 10 uV of noise is lead_off; the front-end bit alone also rejects."""
+    window = ludb["20"].copy()
+    window[4] = np.random.default_rng(0).normal(0.0, 0.01, window.shape[1])
+    verdict = _assess(window)
+    assert verdict.reasons == ("lead_off:aVL",)
+    bit = [False] * 12
+    bit[11] = True
+    assert _assess(ludb["20"], lead_off=bit).reasons == ("lead_off:V6",)
+
+
+def test_implausible_amplitude(ludb: Dict[str, np.ndarray]) -> None:
+    """A lead 20 times too large (a wrong gain) is rejected as amplitude."""
+    window = ludb["1"].copy()
+    window[7] *= 20.0
+    assert "amplitude:V2" in _assess(window).reasons
+
+
+def test_powerline_hum(ludb: Dict[str, np.ndarray]) -> None:
+    """0.2 mV of 50 Hz on lead I is powerline at 50 Hz mains, not when mains is 60 Hz."""
+    window = ludb["1"].copy()
+    window[0] += 0.2 * np.sin(2 * np.pi * 50.0 * np.arange(window.shape[1]) / FS_HZ)
+    assert "powerline:I" in _assess(window).reasons
+    assert "powerline:I" not in _assess(window, mains_hz=60).reasons
+
+
+@pytest.mark.parametrize("snr_db", [-6.0, 0.0])
+def test_muscle_noise_is_noise(ludb: Dict[str, np.ndarray], nstdb_noise: Dict[str, np.ndarray],
+                               snr_db: float) -> None:
+    """NSTDB muscle artefact at 0 dB RMS SNR rejects >= 90% of LUDB records as noise."""
+    names = sorted(set(ludb) - LUDB_WANDERING)
+    flagged = [any(r.startswith("noise:") for r in
+                   _assess(_with_noise(ludb[n], nstdb_noise["ma"], snr_db)).reasons)
+               for n in names]
+    assert np.mean(flagged) >= 0.9
+
+
+def test_baseline_wander_noise(ludb: Dict[str, np.ndarray],
+                               nstdb_noise: Dict[str, np.ndarray]) -> None:
+    """NSTDB baseline wander at -12 dB RMS SNR is rejected as baseline_wander."""
+    for name in ("1", "3", "20"):
+        verdict = _assess(_with_noise(ludb[name], nstdb_noise["bw"], -12.0))
+        assert any(r.startswith("baseline_wander:") for r in verdict.reasons)
+
+
+def test_nstdb_118e00_electrode_motion(shared_data: Path) -> None:
+    """118e00 windows in its 0 dB noise bursts are rejected; its clean first minutes pass."""
+    base = str(shared_data / "nstdb" / "118e00")
+    raw = wfdb.rdrecord(base, sampfrom=0, sampto=360 * 60 * 8).p_signal.T
+    leads = ("II", "V1")
+
+    def verdicts(start_s: float, stop_s: float):
+        out = []
+        for s in np.arange(start_s, stop_s, 10.0):
+            part = raw[:, int(s * 360): int((s + 10) * 360)]
+            out.append(assess_window(resample_to(part, 360.0, FS_HZ), FS_HZ, leads, QC))
+        return out
+
+    clean = verdicts(0.0, 240.0)
+    noisy = verdicts(330.0, 410.0)
+    assert np.mean([v.ok for v in clean]) >= 0.9
+    assert np.mean([not v.ok for v in noisy]) >= 0.9
+
+
+def test_no_beats_and_shape_errors() -> None:
+    """Pure hum has no beats; a window that does not match its lead names is an error."""
+    from ecgd.errors import RecordError
+
+    t = np.arange(5000) / FS_HZ
+    hum = np.tile(0.5 * np.sin(2 * np.pi * 1.0 * t), (12, 1))
+    verdict = _assess(hum, r_peaks=np.array([], dtype=np.int64))
+    assert "no_beats" in verdict.reasons
+    with pytest.raises(RecordError):
+        assess_window(np.zeros((11, 5000)), FS_HZ, STANDARD_LEADS, QC)
