@@ -205,7 +205,7 @@ class Daemon:
                 return
             self._process_claimed(claimed)
         while True:
-            live = self.live_queue.get(timeout=0) if self.live_queue is not None else None
+            live = self.live_queue.get(timeout_s=0) if self.live_queue is not None else None
             if live is not None:
                 self._process_live(live)
                 continue

@@ -271,7 +271,7 @@ def test_recover_returns_inputs_left_in_processing(make_spool, spool_config, sha
     recovered = second.recover()
     assert [item.name_hash for item in recovered] == [hash_name("E07501.hea"), claimed.name_hash]
     assert recovered[1].primary == claimed.primary
-    assert sorted(path.name for path in recovered[0].files) == ["E07501.hea", "E07501.mat"]
+    assert [path.name for path in recovered[0].files] == ["E07501.hea", "E07501.mat"]
     assert not (spool_config.dir / "E07501.mat").exists()
     second.complete(recovered[1])
     assert (spool_config.done_dir / "rec.xml").read_bytes() == b"<x/>"

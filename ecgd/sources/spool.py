@@ -912,6 +912,7 @@ class Spool:
             return None
         headers = [path for path in files if path.suffix.lower() == ".hea"]
         primary = headers[0] if headers else files[0]
+        data_names: List[str] = []
         if headers:
             try:
                 data_names = [name for name in wfdb_signal_files(primary)
@@ -924,7 +925,10 @@ class Spool:
                 if not target.exists() and source.is_file() and not source.is_symlink():
                     os.rename(source, target)
             files = sorted(child for child in folder.iterdir() if child.is_file())
-        companions = [path for path in files if path != primary]
+        # The header's order, as claim() made it: the daemon's content hash (and so the
+        # report ids) must not change when an input is recovered.
+        named = [folder / name for name in data_names if (folder / name) in files]
+        companions = named + [path for path in files if path != primary and path not in named]
         stem = folder.name.split("~")[0]
         name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
                                                                         self._name_key)
