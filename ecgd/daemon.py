@@ -70,14 +70,17 @@ class Resources:
 
 
 def _prepare_directories(config: Config) -> None:
-    for directory in (config.reports.dir, config.spool.dir, config.spool.processing_dir,
-                      config.spool.done_dir, config.spool.failed_dir):
-        try:
-            ensure_private_dir(directory)
-        except (OSError, SealError) as exc:
-            raise ConfigError(f"{directory}: cannot create or use directory: {exc}") from exc
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"{directory}: directory is not writable")
+    """Create (0700) or verify the report folder and the four spool folders.
+
+    An existing spool ``dir`` keeps its mode: vendors' drop users may need group write.
+    """
+    try:
+        ensure_private_dir(config.reports.dir)
+    except SealError as exc:
+        raise ConfigError(f"[reports] dir: {exc}") from exc
+    if not os.access(config.reports.dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{config.reports.dir}: report directory is not writable")
+    Spool(config.spool, config.limits.max_input_bytes, get_logger(component="spool")).ensure_dirs()
 
 
 def _open_analyzer(config: Config) -> Analyzer:
@@ -122,8 +125,9 @@ class Daemon:
         self.counters = Counters()
         self.host: HostHealth = read_host_health()
         self.stream_epoch = utc_timestamp()
+        # Keyed name hashes: a short MRN in a file name cannot be recovered from the logs.
         self.spool = Spool(config.spool, config.limits.max_input_bytes,
-                           get_logger(component="spool"))
+                           get_logger(component="spool"), name_key=self.pseudonym_key)
         self.patients = PatientStore(config.privacy.patient_file)
         self.live_queue: Optional[WindowQueue] = None
         self.serial: Optional[SerialSource] = None
@@ -143,7 +147,6 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT, drain, return the exit code."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self.spool.ensure_dirs()
         self._recovered = self.spool.recover()
         self.spool.start()
         if self.serial is not None:
@@ -186,7 +189,8 @@ class Daemon:
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
-                f"{c.inputs_done} done, {c.inputs_failed} failed; live queue {queue}, "
+                f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
+                f"waiting; live queue {queue}, "
                 f"dropped {dropped}; last {latency}; host {self.host.summary()}")
 
     def _poll_host(self) -> None:

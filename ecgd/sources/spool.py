@@ -32,7 +32,6 @@ no-overwrite move there.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import errno
 import hashlib
 import hmac
@@ -65,6 +64,7 @@ import ecgd
 from ecgd.config import SpoolConfig
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_signal_files
+from ecgd.report import utc_timestamp
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
@@ -591,6 +591,11 @@ class Spool:
             entry.changed_s = now_s
             entry.closed = False
             entry.file_ready = False
+            if entry.data_names is not None:  # a rewritten header is parsed again
+                for data in entry.data_names:
+                    if self._owner.get(data) == name:
+                        del self._owner[data]
+                entry.data_names = None
         return entry
 
     def _evaluate_due(self, now_s: float) -> None:
@@ -886,7 +891,7 @@ class Spool:
         """Write ``NAME.error.json`` beside the failed input durably (temp, fsync, rename)."""
         document = {
             "reason": reason,
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": utc_timestamp(),
             "ecgd_version": ecgd.__version__,
             "input": original_name,
             "name_hash": name_hash,
