@@ -136,9 +136,11 @@ class Daemon:
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
         self._recovered: List[ClaimedInput] = []
+        self._live_windows_cut = 0  # every window the live source cut, dropped ones included
         self._busy_since: Optional[float] = None
         self._seal_failing = False
-        self._worker = threading.Thread(target=self._work, name="ecgd-worker")
+        self._worker_crashed = False
+        self._worker = threading.Thread(target=self._work_until_stopped, name="ecgd-worker")
         watchdog_usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog_s = int(watchdog_usec) / 1e6 if watchdog_usec else _DEFAULT_WATCHDOG_S
 
@@ -152,25 +154,31 @@ class Daemon:
         if self.serial is not None:
             self.serial.start()
         self._worker.start()
-        self.log.info("daemon_started", version=__version__,
-                      model=self.analyzer.manifest.name, precision=self.analyzer.manifest.precision,
-                      recovered_inputs=len(self._recovered), live_source=self.serial is not None,
-                      host=self.host.summary())
-        self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
-        next_host_poll = time.monotonic() + self.config.host.poll_s
-        while not self.stop_event.wait(1.0):
-            if time.monotonic() >= next_host_poll:
-                self._poll_host()
-                next_host_poll = time.monotonic() + self.config.host.poll_s
-            self._notify_health()
-        self.notifier.notify("STOPPING=1\nSTATUS=draining")
-        self.log.info("daemon_stopping")
-        if self.serial is not None:
-            self.serial.stop()
-        self.spool.stop()
-        self._worker.join()
+        try:
+            self.log.info("daemon_started", version=__version__,
+                          model=self.analyzer.manifest.name,
+                          precision=self.analyzer.manifest.precision,
+                          recovered_inputs=len(self._recovered),
+                          live_source=self.serial is not None, host=self.host.summary())
+            self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
+            next_host_poll = time.monotonic() + self.config.host.poll_s
+            while not self.stop_event.wait(1.0):
+                if time.monotonic() >= next_host_poll:
+                    self._poll_host()
+                    next_host_poll = time.monotonic() + self.config.host.poll_s
+                self._notify_health()
+        finally:
+            # Also on a crash of this thread: never leave the worker running headless.
+            self.stop_event.set()
+            self.notifier.notify("STOPPING=1\nSTATUS=draining")
+            self.log.info("daemon_stopping")
+            if self.serial is not None:
+                self.serial.stop()
+            self.spool.stop()
+            self._worker.join()
         self.log.info("daemon_stopped", **dataclasses.asdict(self.counters))
-        return 0
+        # A dead worker is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
+        return 1 if self._worker_crashed else 0
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stop_event.set()
@@ -185,7 +193,7 @@ class Daemon:
 
     def _status_text(self) -> str:
         c = self.counters
-        queue = self.live_queue.qsize() if self.live_queue is not None else 0
+        queue = len(self.live_queue) if self.live_queue is not None else 0
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
@@ -202,6 +210,14 @@ class Daemon:
         self.host = health
 
     # -- the worker -------------------------------------------------------------------------
+    def _work_until_stopped(self) -> None:
+        try:
+            self._work()
+        except Exception:
+            self.log.exception("worker_crashed")
+            self._worker_crashed = True
+            self.stop_event.set()
+
     def _work(self) -> None:
         """Take live windows first, then spool inputs; on stop, drain live windows and exit."""
         for claimed in self._recovered:
@@ -274,8 +290,10 @@ class Daemon:
                         "dropped_windows": live.dropped_windows, "lead_off": lead_off_names},
                 id_seed=f"serial:{live.device}:{self.stream_epoch}:{live.segment}:"
                         f"{live.sample_start}")
+            self._live_windows_cut += 1 + live.dropped_windows
             reports = self.analyzer.analyze(live.recording, source, pseudonym,
-                                            lead_off=live.lead_off, host=self.host.as_dict())
+                                            lead_off=live.lead_off, host=self.host.as_dict(),
+                                            first_window_index=self._live_windows_cut - 1)
             self._write_reports(reports, input_hash=None, started=started)
         except Exception:
             self.log.exception("live_window_crashed", segment=live.segment,

@@ -99,11 +99,13 @@ class Analyzer:
     # -- first half: everything up to the model input ---------------------------------
     def prepare(self, recording: Recording, source: SourceInfo, pseudonym: Optional[str],
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
-                host: Optional[Mapping[str, Any]] = None) -> PreparedRecording:
+                host: Optional[Mapping[str, Any]] = None,
+                first_window_index: int = 0) -> PreparedRecording:
         """Cut windows, run QC and R-peak detection, preprocess the accepted windows.
 
         ``lead_off`` holds the front end's electrode-off bits in ``recording.lead_names``
-        order (live sources); they are fed to QC as ``lead_off`` reasons.
+        order (live sources); they are fed to QC as ``lead_off`` reasons. Windows are
+        numbered from ``first_window_index`` (a live stream numbers its windows itself).
         """
         fs_model = self.manifest.fs_hz
         fs_source = recording.fs_hz
@@ -116,9 +118,9 @@ class Analyzer:
             base["leads_missing"] = list(standard.missing)
 
         if not starts:
-            window = dict(base, index=0, start_s=0.0, n_samples=n_model)
+            window = dict(base, index=first_window_index, start_s=0.0, n_samples=n_model)
             reasons = ("too_short",) + tuple(f"missing_lead:{lead}" for lead in standard.missing)
-            prepared = [PreparedWindow(0, window, "rejected", None, reasons,
+            prepared = [PreparedWindow(first_window_index, window, "rejected", None, reasons,
                                        dict(_NO_MEASUREMENTS), 0.0)]
             return PreparedRecording(source, pseudonym, prepared, read_ms, 0.0, host)
 
@@ -128,7 +130,7 @@ class Analyzer:
             model_mv = resample_to(standard.samples_mv, fs_source, fs_model)
         source_window = int(round(self.window_samples * fs_source / fs_model))
         prepared = []
-        for index, start in enumerate(starts):
+        for index, start in enumerate(starts, start=first_window_index):
             window = dict(base, index=index, start_s=round(start / fs_model, 6),
                           n_samples=self.window_samples)
             if recording.start_time is not None:
@@ -229,8 +231,10 @@ class Analyzer:
 
     def analyze(self, recording: Recording, source: SourceInfo, pseudonym: Optional[str],
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
-                host: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+                host: Optional[Mapping[str, Any]] = None,
+                first_window_index: int = 0) -> List[Dict[str, Any]]:
         """All reports of one recording, its accepted windows inferred in one batch."""
-        prepared = self.prepare(recording, source, pseudonym, read_ms, lead_off, host)
+        prepared = self.prepare(recording, source, pseudonym, read_ms, lead_off, host,
+                                first_window_index)
         logits, inference_ms = self.infer(prepared.model_inputs())
         return self.finish(prepared, logits, inference_ms)

@@ -101,7 +101,8 @@ class DaemonProcess:
                                  + self.log_text())
 
     def log_text(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def terminate(self, timeout_s: float = 60.0) -> int:
