@@ -24,7 +24,8 @@ from typing import Dict, List, Sequence
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from ecgd.errors import ConfigError, SealError
+from ecgd import durable
+from ecgd.errors import ConfigError
 
 PUBLIC_KEY_TAG = "ecgd-x25519-public-v1"
 PRIVATE_KEY_TAG = "ecgd-x25519-private-v1"
@@ -150,9 +151,6 @@ def generate_keys(out_dir: Path, name: str = "reading-station") -> Dict[str, Pat
         raise ConfigError(
             f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-' (not 'pseudonym')"
         )
-    # Imported here because ecgd.sealing imports this module for RecipientKey.
-    from ecgd.sealing import ensure_private_dir, write_durable
-
     out_dir = Path(out_dir)
     targets = {
         "private": out_dir / f"{name}.key",
@@ -162,7 +160,10 @@ def generate_keys(out_dir: Path, name: str = "reading-station") -> Dict[str, Pat
     for path in targets.values():
         if path.exists() or path.is_symlink():
             raise ConfigError(f"{path}: already exists, refusing to overwrite key material")
-    ensure_private_dir(out_dir)
+    try:
+        durable.ensure_private_dir(out_dir)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot create key folder: {exc.strerror or exc}") from exc
     private_key = X25519PrivateKey.generate()
     pseudonym_text = (secrets.token_bytes(PSEUDONYM_KEY_BYTES).hex() + "\n").encode("ascii")
     contents = {
@@ -172,7 +173,7 @@ def generate_keys(out_dir: Path, name: str = "reading-station") -> Dict[str, Pat
     }
     try:
         for role, (data, mode) in contents.items():
-            write_durable(out_dir, targets[role].name, data, mode=mode, replace=False)
-    except SealError as exc:
-        raise ConfigError(f"cannot write keys: {exc}") from exc
+            durable.write_durable(out_dir, targets[role].name, data, mode=mode, replace=False)
+    except OSError as exc:
+        raise ConfigError(f"{out_dir}: cannot write keys: {exc.strerror or exc}") from exc
     return targets

@@ -34,7 +34,6 @@ new file, never a torn one.
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 import struct
 from pathlib import Path
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ecgd import durable
 from ecgd.errors import SealError, TamperedError
 from ecgd.keys import KEY_ID_BYTES, RecipientKey, key_id_bytes, raw_public_bytes
 
@@ -190,83 +190,21 @@ def unseal(container: bytes, private_key: X25519PrivateKey) -> bytes:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if missing and make it mode 0700; SealError if impossible.
-
-    A symlink or non-directory at ``path`` is refused rather than followed.
-    """
-    path = Path(path)
+    """:func:`ecgd.durable.ensure_private_dir`, failures as SealError."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.is_symlink() or not path.is_dir():
-            raise SealError(f"{path}: not a directory (or a symlink), refusing to use it")
-        os.chmod(path, 0o700)
+        return durable.ensure_private_dir(path)
     except OSError as exc:
-        raise SealError(f"{path}: cannot create private directory: {exc.strerror or exc}") from exc
-    return path
+        raise SealError(f"{path}: cannot use as a private directory: "
+                        f"{exc.strerror or exc}") from exc
 
 
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\0" in name or name.startswith("."):
-        raise SealError(f"{name!r}: not a plain file name")
-
-
-def _remove_quietly(path: Path) -> None:
+def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
+                  replace: bool = True) -> Path:
+    """:func:`ecgd.durable.write_durable`, failures (disk full, unwritable) as SealError."""
     try:
-        os.unlink(path)
-    except OSError:
-        pass  # the write already failed; that error is the one to report
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(
-    directory: Path, name: str, data: bytes, mode: int = 0o600, replace: bool = True
-) -> Path:
-    """Atomically and durably write ``data`` as ``directory/name`` with file mode ``mode``.
-
-    A hidden temporary file is created in ``directory`` (O_EXCL, 0600), written, fsynced and
-    renamed over ``name``; then the directory is fsynced so the rename survives a power cut.
-    With ``replace=False`` an existing ``name`` is never replaced (SealError instead).
-    Any OSError (disk full, unwritable directory, ...) becomes SealError naming the target,
-    and the temporary file is removed.
-    """
-    _check_name(name)
-    directory = Path(directory)
-    target = directory / name
-    temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
-    temp_exists = False
-    try:
-        fd = os.open(
-            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        temp_exists = True
-        try:
-            # fchmod, not the open() mode: the umask must not change what the caller asked for.
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(temp, target)
-        else:
-            # link() fails with EEXIST instead of replacing, atomically.
-            os.link(temp, target)
-            os.unlink(temp)
-        temp_exists = False
-        _fsync_directory(directory)
+        return durable.write_durable(directory, name, data, mode=mode, replace=replace)
+    except ValueError as exc:
+        raise SealError(str(exc)) from exc
     except OSError as exc:
-        raise SealError(f"{target}: cannot write: {exc.strerror or exc}") from exc
-    finally:
-        if temp_exists:
-            _remove_quietly(temp)
-    return target
+        raise SealError(f"{Path(directory) / name}: cannot write: "
+                        f"{exc.strerror or exc}") from exc

@@ -31,11 +31,11 @@ sys.path.insert(0, str(REPO))
 def _windows(calibration: Path, count: int) -> np.ndarray:
     """Real preprocessed windows when the folder is there, seeded noise otherwise."""
     if calibration.is_dir():
-        from ecgd.model.manifest import PREPROCESSING_PROFILES
+        from ecgd.preprocess import PROFILE_DEFAULTS
         from ecgd.preprocess import make_preprocessor
         from ecgd.records.reader import read_recording
 
-        pre = make_preprocessor("ecgfounder", PREPROCESSING_PROFILES["ecgfounder"], 500.0, 50)
+        pre = make_preprocessor("ecgfounder", PROFILE_DEFAULTS["ecgfounder"], 500.0, 50)
         out = [read_recording(h, 1 << 26).samples_mv[:, :5000]
                for h in sorted(calibration.glob("*.hea"))[:count]]
         return pre(np.stack(out))

@@ -19,7 +19,6 @@ from ecgd.errors import ModelError
 from ecgd.model.checkpoint import Checkpoint, load_checkpoint
 from ecgd.model.manifest import (
     DEFAULT_THRESHOLD,
-    PREPROCESSING_PROFILES,
     Manifest,
     read_labels,
     sha256_of_file,
@@ -29,6 +28,7 @@ from ecgd.model.manifest import (
 )
 from ecgd.model.net1d import ECGFOUNDER_12LEAD, Net1DSpec, architecture_dict
 from ecgd.model.onnx_graph import build_graph, random_weights
+from ecgd.preprocess import PROFILE_DEFAULTS
 from ecgd.records.recording import STANDARD_LEADS
 
 DEFAULT_PROFILE = "ecgfounder"
@@ -76,7 +76,7 @@ def write_model(out_dir: Path, name: str, onnx_bytes: bytes, *, spec: Net1DSpec,
         trained=trained,
         preprocessing_profile=preprocessing_profile,
         preprocessing_params=dict(preprocessing_params if preprocessing_params is not None
-                                  else PREPROCESSING_PROFILES[preprocessing_profile]),
+                                  else PROFILE_DEFAULTS[preprocessing_profile]),
         architecture=architecture_dict(spec),
         provenance=dict(provenance),
     )

@@ -21,15 +21,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
+from ecgd import durable
 from ecgd.errors import ModelError
 from ecgd.model.net1d import Net1DSpec, spec_from_dict
 from ecgd.model.onnx_graph import INPUT_NAME, OUTPUT_NAME
+from ecgd.preprocess import PROFILE_DEFAULTS
 from ecgd.records.recording import STANDARD_LEADS
 
 FORMAT_VERSION = 1
@@ -37,27 +37,6 @@ PRECISIONS = ("fp32", "int8")
 DEFAULT_THRESHOLD = 0.5
 _MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-# Parameters of each preprocessing profile (names pinned with ecgd.preprocess).
-PREPROCESSING_PROFILES: Dict[str, Dict[str, Any]] = {
-    "ecgfounder": {
-        "notch_q": 30.0,
-        "bandpass_hz": [0.67, 40.0],
-        "bandpass_order": 4,
-        "baseline_median_s": 0.4,
-        "zscore": "global",
-        "zscore_eps": 1e-8,
-    },
-    "edge-cds": {
-        "bandpass_hz": [0.5, 50.0],
-        "bandpass_order": 2,
-        "notch_q": 30.0,
-        "notch_min_snr_db": 10.0,
-        "zscore": "per_lead",
-        "zscore_eps": 1e-8,
-    },
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Manifest:
@@ -165,26 +144,15 @@ def manifest_document(manifest: Manifest) -> Dict[str, Any]:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, then rename.
+    """Write a model file crash-safely (:func:`ecgd.durable.write_durable`); ModelError on failure.
 
-    A crash or error leaves either the old file or the new one, never a partial file.
     Model files hold no patient data: ``mode`` lets the service user read them.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+        durable.write_durable(path.parent, path.name, data, mode=mode)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
 def write_manifest(manifest: Manifest) -> Path:
@@ -224,10 +192,10 @@ class _Fields:
 
 
 def _check_preprocessing(profile: str, params: Mapping[str, Any], source: str) -> None:
-    if profile not in PREPROCESSING_PROFILES:
+    if profile not in PROFILE_DEFAULTS:
         raise ModelError(f"{source}: unknown preprocessing profile {profile!r} "
-                         f"(known: {', '.join(sorted(PREPROCESSING_PROFILES))})")
-    expected = PREPROCESSING_PROFILES[profile]
+                         f"(known: {', '.join(sorted(PROFILE_DEFAULTS))})")
+    expected = PROFILE_DEFAULTS[profile]
     if set(params) != set(expected):
         raise ModelError(f"{source}: preprocessing params for {profile!r} must be exactly "
                          f"{sorted(expected)}")

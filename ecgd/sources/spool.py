@@ -62,6 +62,7 @@ from watchdog.observers import Observer
 
 import ecgd
 from ecgd.config import SpoolConfig
+from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_signal_files
 from ecgd.report import utc_timestamp
@@ -422,7 +423,7 @@ class Spool:
             placed = self._place([(path, path.name) for path in claimed.files],
                                  Path(self._config.done_dir), claimed.name_hash, ())
             self._remove_claim_dir(claimed)
-            _fsync_dir(Path(self._config.done_dir))
+            fsync_directory(Path(self._config.done_dir))
         except OSError as exc:
             raise SourceError(f"spool input {claimed.name_hash}: cannot move to done_dir: "
                               f"{exc.strerror}") from exc
@@ -896,17 +897,8 @@ class Spool:
             "input": original_name,
             "name_hash": name_hash,
         }
-        target = placed_primary.parent / (placed_primary.name + ERROR_SUFFIX)
-        temp = placed_primary.parent / f".{secrets.token_hex(8)}.tmp"
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("ascii")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, target)
-        _fsync_dir(placed_primary.parent)
+        write_durable(placed_primary.parent, placed_primary.name + ERROR_SUFFIX, data)
 
     def _recover_folder(self, folder: Path) -> Optional[ClaimedInput]:
         files = sorted(child for child in folder.iterdir() if child.is_file()
@@ -982,11 +974,3 @@ def _redact(reason: str, names: Sequence[str], name_hash: str) -> str:
             if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
                 reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
     return reason
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,84 @@
+"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+The one way ecgd makes a file durable (reports, keys, model files, error notes). Errors are
+plain ``OSError``; callers translate them into their own error class at their edge.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if missing and make it mode 0700.
+
+    A symlink or non-directory at ``path`` is refused (NotADirectoryError), never followed.
+    """
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise NotADirectoryError(f"{path}: not a directory (or a symlink), refusing to use it")
+    os.chmod(path, 0o700)
+    return path
+
+
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\0" in name or name.startswith("."):
+        raise ValueError(f"{name!r}: not a plain file name")
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # the write already failed; that error is the one to report
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a folder so that renames into it survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
+                  replace: bool = True) -> Path:
+    """Atomically and durably write ``data`` as ``directory/name`` with file mode ``mode``.
+
+    A hidden temporary file is created in ``directory`` (O_EXCL, 0600), written, fsynced and
+    renamed over ``name``; then the directory is fsynced so the rename survives a power cut.
+    With ``replace=False`` an existing ``name`` is never replaced (FileExistsError). On any
+    OSError the temporary file is removed and the error propagates; a bad ``name`` is a
+    ValueError.
+    """
+    _check_name(name)
+    directory = Path(directory)
+    target = directory / name
+    temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        try:
+            # fchmod, not the open() mode: the umask must not change what the caller asked for.
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(temp, target)
+        else:
+            # link() fails with EEXIST instead of replacing, atomically.
+            os.link(temp, target)
+            os.unlink(temp)
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+    fsync_directory(directory)
+    return target
