@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Optional, Tuple
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -45,11 +46,12 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
-                  replace: bool = True) -> Path:
+                  replace: bool = True, owner: Optional[Tuple[int, int]] = None) -> Path:
     """Atomically and durably write ``data`` as ``directory/name`` with file mode ``mode``.
 
     A hidden temporary file is created in ``directory`` (O_EXCL, 0600), written, fsynced and
     renamed over ``name``; then the directory is fsynced so the rename survives a power cut.
+    ``owner`` (uid, gid) is set on the file before it appears under ``name``.
     With ``replace=False`` an existing ``name`` is never replaced (FileExistsError). On any
     OSError the temporary file is removed and the error propagates; a bad ``name`` is a
     ValueError.
@@ -64,6 +66,8 @@ def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
         try:
             # fchmod, not the open() mode: the umask must not change what the caller asked for.
             os.fchmod(fd, mode)
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

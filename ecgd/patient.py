@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 from typing import Optional, Tuple
 
+from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError
 
 MAX_IDENTIFIER_CHARS = 128
@@ -40,23 +41,19 @@ class PatientStore:
         self._identifier: Optional[str] = None
 
     def set(self, identifier: str) -> None:
-        """Store ``identifier`` atomically and durably, readable by the owner only."""
+        """Store ``identifier`` atomically and durably, readable by the folder's owner only.
+
+        The file takes the owner of its folder: an operator running ``ecgd patient set`` as
+        root writes a file the service user (who owns the state folder) can still read.
+        """
         data = check_identifier(identifier).encode("utf-8") + b"\n"
         folder = self.path.parent
         try:
             folder.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
             os.chmod(folder, _DIR_MODE)
-            tmp = folder / f".{self.path.name}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
-                         _FILE_MODE)
-            try:
-                os.fchmod(fd, _FILE_MODE)  # O_CREAT's mode is masked by the umask
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            self._fsync_folder()
+            info = os.stat(folder)
+            write_durable(folder, self.path.name, data, mode=_FILE_MODE,
+                          owner=(info.st_uid, info.st_gid))
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot store the patient identifier: "
                               f"{exc.strerror}") from exc
@@ -69,7 +66,7 @@ class PatientStore:
             return
         except OSError as exc:
             raise ConfigError(f"{self.path}: cannot clear the patient: {exc.strerror}") from exc
-        self._fsync_folder()
+        fsync_directory(self.path.parent)
 
     def current(self) -> Optional[str]:
         """The stored identifier, or None; re-read only when the file changed."""
@@ -102,10 +99,3 @@ class PatientStore:
             raise ConfigError(f"{self.path}: stored {exc}") from exc
         self._signature, self._identifier = signature, identifier
         return identifier
-
-    def _fsync_folder(self) -> None:
-        fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

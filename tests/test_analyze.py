@@ -179,3 +179,36 @@ def test_pseudonym_replaces_patient_identifier(capsys, shared_data, reference_ma
     expected = hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
     assert reports[0]["patient"]["pseudonym"] == expected
     assert patient_id not in json.dumps(reports)
+
+
+def _every_recording_file(shared_data: Path) -> List[Path]:
+    """Every file in ../shared/data a user could hand to ecgd (WFDB signal and annotation
+    files travel with their header; documentation files are not recordings)."""
+    documents = {"SOURCES.md", "README", "LICENSE.txt", "ANNOTATORS", "RECORDS", "tasks.txt"}
+    files = []
+    for path in sorted(shared_data.rglob("*")):
+        if not path.is_file() or path.name in documents:
+            continue
+        if path.suffix != ".hea" and path.with_suffix(".hea").exists():
+            continue  # a WFDB signal or annotation file: read through its header
+        files.append(path)
+    return files
+
+
+def test_every_shared_file_gives_reports_or_one_clear_error(capsys, validator, shared_data,
+                                                            reference_manifest) -> None:
+    """Every recording in ../shared/data yields valid reports or exactly one error line."""
+    files = _every_recording_file(shared_data)
+    assert len(files) > 150
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, *files)
+    reported = {r["source"]["file"] for r in reports}
+    for line in errors:
+        assert line.startswith("ecgd: ") and "Traceback" not in line
+    failed = [f for f in files if any(line.startswith(f"ecgd: {f.name}:") for line in errors)]
+    for path in files:
+        assert (path.name in reported) != (path in failed), path
+    assert code == (1 if failed else 0)
+    # The bad ones are the ones SOURCES.md says ecgd cannot know how to read.
+    assert {f.suffix for f in failed} <= {".csv", ".mat", ".scp"}
+    for report in reports[::25]:
+        validator.validate(report)

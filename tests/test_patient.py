@@ -71,3 +71,17 @@ def test_command_set_show_clear(tmp_path: Path, capsys):
     assert capsys.readouterr().out == "MRN-9\n"
     assert _run(["--config", str(config), "clear"]) == 0
     assert _run(["--config", str(config), "show"]) == 1
+
+
+def test_file_takes_the_owner_of_its_folder(tmp_path) -> None:
+    """Run as root, `patient set` leaves a file the service user (folder owner) can read."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the folder to another user")
+    folder = tmp_path / "patient"
+    folder.mkdir(mode=0o700)
+    os.chown(folder, 65534, 65534)
+    store = PatientStore(folder / "current")
+    store.set("OWNER-TEST-1")
+    info = os.stat(folder / "current")
+    assert (info.st_uid, info.st_gid) == (65534, 65534)
+    assert info.st_mode & 0o777 == 0o600
