@@ -1,20 +1,10 @@
-"""``ecgd`` command line: argv -> command -> exit code.
-
-Exit codes (also in the README and ``ecgd --help``):
-  0   success
-  1   one or more input files could not be read (each named on stderr), or a check failed
-  2   command-line usage error
-  65  model, manifest or checkpoint refused; sealed report failed authentication
-  69  a live source failed
-  74  a report could not be written
-  78  configuration invalid (systemd does not restart the service on 78)
-  70  internal error (a bug: please report it with the log)
-"""
+"""``ecgd`` command line: argv -> command -> exit code (the codes are listed in EPILOG)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 from typing import List, Optional
 
 from ecgd import __version__
@@ -71,6 +61,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug: say so loudly, with the traceback for the bug report
+        traceback.print_exc()
+        print("ecgd: internal error (a bug); please report it with the lines above",
+              file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
