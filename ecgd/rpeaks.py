@@ -16,6 +16,8 @@ from typing import Any, Dict
 import numpy as np
 from scipy import ndimage, signal
 
+from ecgd.preprocess import ZeroPhaseFilter, row_means, row_percentiles
+
 QRS_BAND_HZ = (5.0, 20.0)
 _INTEGRATION_S = 0.15
 _REFRACTORY_S = 0.2
@@ -30,27 +32,31 @@ _LEAD_PEAKINESS_FRACTION = 0.3
 
 
 @functools.lru_cache(maxsize=16)
-def _qrs_filter(fs_hz: float) -> np.ndarray:
-    """Second-order sections of the QRS band-pass at ``fs_hz`` (designed once per rate)."""
+def _qrs_filter(fs_hz: float) -> ZeroPhaseFilter:
+    """Zero-phase QRS band-pass at ``fs_hz`` (designed once per rate)."""
     high_hz = min(QRS_BAND_HZ[1], 0.45 * fs_hz)
-    return signal.butter(2, [QRS_BAND_HZ[0], high_hz], btype="bandpass", fs=fs_hz,
-                         output="sos")
+    return ZeroPhaseFilter(signal.butter(2, [QRS_BAND_HZ[0], high_hz], btype="bandpass",
+                                         fs=fs_hz, output="sos"))
 
 
 def _slope_energy(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     """Per-lead squared slope of the QRS band, scaled per lead, averaged: shape ``[n]``."""
     x = np.asarray(window_mv, dtype=np.float64)
-    x = x - x.mean(axis=-1, keepdims=True)
-    band = signal.sosfiltfilt(_qrs_filter(float(fs_hz)), x, axis=-1)
-    energy = np.gradient(band, axis=-1) ** 2
-    floor, peak = np.percentile(energy, [50.0, _LEAD_SCALE_PERCENTILE], axis=-1)
+    # Shifted by the first sample first, so a constant lead centres to exact zeros.
+    x = x - x[:, :1]
+    x -= row_means(x)
+    energy = np.gradient(_qrs_filter(float(fs_hz))(x), axis=-1)
+    np.square(energy, out=energy)
+    floor, peak = row_percentiles(energy, (50.0, _LEAD_SCALE_PERCENTILE))
     usable = floor > 0
     if not usable.any():
         return np.zeros(x.shape[-1])
     peakiness = np.zeros_like(floor)
     peakiness[usable] = peak[usable] / floor[usable]
     chosen = peakiness >= _LEAD_PEAKINESS_FRACTION * peakiness.max()
-    return (energy[chosen] / peak[chosen, np.newaxis]).mean(axis=0)
+    # The mean of the chosen leads, each divided by its peak, as one matrix-vector product.
+    weights = np.where(chosen, 1.0 / np.where(chosen, peak, 1.0), 0.0) / np.count_nonzero(chosen)
+    return weights @ energy
 
 
 def _local_level(envelope: np.ndarray, block: int) -> np.ndarray:
@@ -74,7 +80,7 @@ def detect_r_peaks(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
     x = np.atleast_2d(np.asarray(window_mv))
     n = x.shape[-1]
     refractory = max(1, int(round(_REFRACTORY_S * fs_hz)))
-    # sosfiltfilt pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
+    # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
     if n <= 3 * refractory:
         return np.zeros(0, dtype=np.int64)
     energy = _slope_energy(x, fs_hz)

@@ -8,7 +8,8 @@ import pytest
 from scipy import signal
 
 from ecgd.errors import ModelError
-from ecgd.preprocess import PROFILE_DEFAULTS, make_preprocessor, mains_snr_db
+from ecgd.preprocess import (PROFILE_DEFAULTS, ZeroPhaseFilter, make_preprocessor, mains_snr_db,
+                             row_percentiles)
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -108,3 +109,32 @@ def test_profile_defaults_are_pinned() -> None:
     assert PROFILE_DEFAULTS["edge-cds"] == {
         "bandpass_hz": [0.5, 50.0], "bandpass_order": 2, "notch_q": 30.0,
         "notch_min_snr_db": 10.0, "zscore": "per_lead", "zscore_eps": 1e-8}
+
+
+def test_zero_phase_filter_equals_sosfiltfilt(real_windows: np.ndarray) -> None:
+    """ZeroPhaseFilter (zi designed once) gives sosfiltfilt's output on real leads."""
+    rows = real_windows.reshape(-1, real_windows.shape[-1]).astype(np.float64)
+    for sos in (signal.butter(4, [0.67, 40.0], btype="bandpass", fs=FS_HZ, output="sos"),
+                signal.tf2sos(*signal.iirnotch(60.0, 30.0, fs=FS_HZ)),
+                signal.butter(2, [5.0, 20.0], btype="bandpass", fs=FS_HZ, output="sos")):
+        got = ZeroPhaseFilter(sos)(rows)
+        expected = signal.sosfiltfilt(sos, rows, axis=-1)
+        np.testing.assert_allclose(got, expected, rtol=0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("q_percent", [(50.0, 99.0), (99.0, 50.0), (0.0, 100.0), (37.5,),
+                                       (25.0, 25.0, 75.0)])
+def test_row_percentiles_equal_numpy(real_windows: np.ndarray, q_percent: tuple) -> None:
+    """row_percentiles returns np.percentile's values to the bit, for odd and even lengths."""
+    rows = real_windows[0].astype(np.float64) ** 2
+    for n in (rows.shape[1], 4999, 2, 1):
+        part = rows[:, :n]
+        expected = np.percentile(part, list(q_percent), axis=1)
+        np.testing.assert_array_equal(row_percentiles(part, q_percent), expected)
+
+
+def test_window_shorter_than_filter_padding_is_model_error() -> None:
+    """A window no longer than the band-pass padding is refused with a ModelError."""
+    pre = make_preprocessor("ecgfounder", {}, FS_HZ, 50)
+    with pytest.raises(ModelError, match="preprocessing profile"):
+        pre(np.zeros((12, pre.bandpass.padlen), dtype=np.float32))

@@ -157,3 +157,56 @@ def test_no_beats_and_shape_errors() -> None:
     assert "no_beats" in verdict.reasons
     with pytest.raises(RecordError):
         assess_window(np.zeros((11, 5000)), FS_HZ, STANDARD_LEADS, QC)
+
+
+def test_flat_stretch_inside_a_lead(ludb: Dict[str, np.ndarray]) -> None:
+    """A 3-s stuck stretch in one lead is flatline for that lead, covering the stretch."""
+    window = ludb["20"].copy()
+    window[10, 2000:3500] = window[10, 2000]
+    verdict = _assess(window)
+    assert verdict.reasons == ("flatline:V5",) and not verdict.ok
+    # The flat samples are the union of every 2-s stretch whose variance is below the limit:
+    # the 1500 stuck samples and the few real ones next to them that keep it below.
+    window_samples = int(QC.flatline_window_s * FS_HZ)
+    variances = np.lib.stride_tricks.sliding_window_view(window[10], window_samples).var(axis=1)
+    flat = np.zeros(window.shape[1], dtype=bool)
+    for start in np.flatnonzero(variances < QC.flatline_variance_min_mv2):
+        flat[start:start + window_samples] = True
+    assert flat[2000:3500].all()
+    assert verdict.per_lead["V5"]["flat_fraction"] == pytest.approx(flat.mean())
+    assert all(verdict.per_lead[lead]["flat_fraction"] == 0.0 for lead in STANDARD_LEADS
+               if lead != "V5")
+
+
+def test_flat_bound_agrees_with_exact_sliding_variance(ludb: Dict[str, np.ndarray]) -> None:
+    """With the threshold just above / below a lead's lowest 1-s variance, it is / is not flat."""
+    from ecgd.quality import _flat_samples
+
+    window_samples = 500
+    for name in ("1", "20", "91"):
+        leads = ludb[name] - ludb[name].mean(axis=1, keepdims=True)
+        for lead in leads[:4]:
+            stretches = np.lib.stride_tricks.sliding_window_view(lead, window_samples)
+            lowest_mv2 = float(stretches.var(axis=1).min())
+            above = _flat_samples(lead[np.newaxis], window_samples, lowest_mv2 * 1.001)
+            below = _flat_samples(lead[np.newaxis], window_samples, lowest_mv2 * 0.999)
+            assert above.any() and not below.any()
+
+
+@pytest.mark.parametrize("run", [2, 3, 4, 5, 7, 8, 13])
+def test_clipped_runs_of_any_length(run: int) -> None:
+    """Samples are marked exactly when they sit in a run of at least ``run`` True samples."""
+    from ecgd.quality import _runs_at_least
+
+    mask = np.random.default_rng(run).random((3, 400)) < 0.7
+    expected = np.zeros_like(mask)
+    for row, bits in enumerate(mask):
+        start = 0
+        while start < bits.size:
+            stop = start
+            while stop < bits.size and bits[stop]:
+                stop += 1
+            if stop - start >= run:
+                expected[row, start:stop] = True
+            start = stop + 1
+    np.testing.assert_array_equal(_runs_at_least(mask, run), expected)
