@@ -2,26 +2,35 @@
 
 Threads and their hand-offs::
 
-    spool watcher (inotify + rescans) --> Spool.next_ready() --+
-                                                               +--> worker: read -> QC ->
-    serial source (pyserial) --> WindowQueue (bounded, drops --+    preprocess -> infer ->
-                                 oldest, counted)                   seal -> durable write ->
-                                                                    input moved to done
+    spool watcher (inotify + rescans) -> Spool.next_ready() --+   both set one wake event
+    serial source -> WindowQueue (bounded, drops oldest) -----+
+        |
+        v
+    prepare: claim -> read -> QC, R-peaks, preprocess (Analyzer.prepare)
+        |  StageQueue (bounded in windows, live first)
+        v
+    infer: every waiting window, up to [model] batch_max, in one ONNX Runtime call
+        |  StageQueue (bounded)
+        v
+    write: seal -> durable write -> input moved to done (strictly after its reports)
     main thread: signals, host health polling, STATUS=, WATCHDOG=
 
-Live windows go before spool files (a bedside stream is real time; a spool backlog is not).
-The watchdog is pinged only while the worker is idle or has made progress within half the
-watchdog interval: a hung inference or writer stops the pings and systemd restarts us.
+Preparing the next inputs overlaps inference of the current batch, and a backlog of
+one-window files is inferred in batches. Live windows go before spool files (a bedside
+stream is real time; a spool backlog is not). The watchdog is pinged only while every stage
+is idle or has made progress within half the watchdog interval: a hung inference or writer
+stops the pings and systemd restarts us. A crashed stage stops the daemon with exit code 1.
 An input leaves the processing area only after every report of it is durable on disk.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import signal
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import sdnotify
 
@@ -33,7 +42,7 @@ from ecgd.keys import RecipientKey, load_recipients
 from ecgd.logs import get_logger
 from ecgd.model.session import ModelSession
 from ecgd.patient import PatientStore
-from ecgd.pipeline import Analyzer, SourceInfo
+from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
 from ecgd.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
@@ -44,8 +53,10 @@ from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.windowing import LiveWindow, WindowQueue
 
 REPORT_SUFFIX = ".ecgr"
-_POLL_S = 0.05
 _DEFAULT_WATCHDOG_S = 30.0
+# How long a blocked stage waits before it looks at the stop/abort flags again (not a poll
+# of the sources: those wake the prepare stage through an event at once).
+_RECHECK_S = 0.5
 
 
 @dataclasses.dataclass
@@ -57,6 +68,102 @@ class Counters:
     inputs_done: int = 0
     inputs_failed: int = 0
     last_latency_ms: Optional[float] = None
+
+
+@dataclasses.dataclass
+class Job:
+    """One input on its way through the stages: a spool input or one live window."""
+
+    prepared: PreparedRecording
+    claimed: Optional[ClaimedInput]     # None for a live window
+    started: float                      # time.perf_counter() when the input was taken
+    live: bool = False
+    reports: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    error: Optional[str] = None         # why the input could not be interpreted
+
+    @property
+    def n_windows(self) -> int:
+        return max(1, len(self.prepared.windows))
+
+
+class StageAborted(Exception):
+    """A stage crashed: the others stop waiting on their queues."""
+
+
+class StageQueue:
+    """Bounded hand-over between two stages, measured in windows, live jobs first.
+
+    ``put`` blocks while the queue holds ``capacity_windows`` or more (a job larger than the
+    capacity still passes when the queue is empty), so memory stays bounded in a backlog and
+    the producer is slowed down instead of anything being dropped (live jobs excepted). ``get_nowait`` lets the
+    inference stage gather every job already waiting into one batch without waiting for more.
+    """
+
+    def __init__(self, capacity_windows: int, abort: threading.Event) -> None:
+        self._capacity = capacity_windows
+        self._abort = abort
+        self._live: Deque[Optional[Job]] = collections.deque()
+        self._files: Deque[Optional[Job]] = collections.deque()
+        self._windows = 0
+        self._changed = threading.Condition()
+
+    def put(self, job: Optional[Job]) -> None:
+        """Enqueue ``job`` (None: end of stream, after everything already queued)."""
+        weight = job.n_windows if job is not None else 0
+        # A live job never waits for room: the daemon keeps at most one in flight, and it
+        # must not queue behind a spool backlog.
+        bounded = job is None or not job.live
+        with self._changed:
+            while bounded and self._windows and self._windows + weight > self._capacity:
+                if self._abort.is_set():
+                    raise StageAborted()
+                self._changed.wait(_RECHECK_S)
+            if job is not None and job.live:
+                self._live.append(job)
+            else:
+                self._files.append(job)
+            self._windows += weight
+            self._changed.notify_all()
+
+    def get(self) -> Optional[Job]:
+        """The next job, waiting for one; None marks the end of the stream."""
+        with self._changed:
+            while not self._live and not self._files:
+                if self._abort.is_set():
+                    raise StageAborted()
+                self._changed.wait(_RECHECK_S)
+            return self._pop()
+
+    def get_nowait(self) -> Tuple[bool, Optional[Job]]:
+        """(True, job) when a job (or the end mark) is waiting, else (False, None)."""
+        with self._changed:
+            if not self._live and not self._files:
+                return False, None
+            return True, self._pop()
+
+    def _pop(self) -> Optional[Job]:
+        # The end mark stays behind live jobs queued before it: they drain first.
+        job = self._live.popleft() if self._live else self._files.popleft()
+        if job is not None:
+            self._windows -= job.n_windows
+        self._changed.notify_all()
+        return job
+
+    def __len__(self) -> int:
+        with self._changed:
+            return self._windows
+
+
+class _WakingWindowQueue(WindowQueue):
+    """The live window queue, also setting the prepare stage's wake event on every put."""
+
+    def __init__(self, max_windows: int, wake: threading.Event) -> None:
+        super().__init__(max_windows)
+        self._wake = wake
+
+    def put(self, window: LiveWindow) -> None:
+        super().put(window)
+        self._wake.set()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,22 +231,40 @@ class Daemon:
         self.counters = Counters()
         self.host: HostHealth = read_host_health()
         self.stream_epoch = utc_timestamp()
+        # One event for both sources: the prepare stage sleeps on it, never polls.
+        self._wake = threading.Event()
         # Keyed name hashes: a short MRN in a file name cannot be recovered from the logs.
         self.spool = Spool(config.spool, config.limits.max_input_bytes,
-                           get_logger(component="spool"), name_key=self.pseudonym_key)
+                           get_logger(component="spool"), name_key=self.pseudonym_key,
+                           wake=self._wake)
         self.patients = PatientStore(config.privacy.patient_file)
         self.live_queue: Optional[WindowQueue] = None
         self.serial: Optional[SerialSource] = None
         if config.serial is not None:
-            self.live_queue = WindowQueue(config.serial.queue_windows)
+            self.live_queue = _WakingWindowQueue(config.serial.queue_windows, self._wake)
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
         self._recovered: List[ClaimedInput] = []
         self._live_windows_cut = 0  # every window the live source cut, dropped ones included
-        self._busy_since: Optional[float] = None
         self._seal_failing = False
-        self._worker_crashed = False
-        self._worker = threading.Thread(target=self._work_until_stopped, name="ecgd-worker")
+        self._abort = threading.Event()
+        self._stage_crashed = False
+        self._fail_lock = threading.Lock()
+        batch_max = config.model.batch_max
+        # Two batches of windows may wait before inference: one being gathered while the
+        # previous one runs; memory stays at a few MB (240 kB per 12 x 5000 window).
+        self._to_infer = StageQueue(2 * batch_max, self._abort)
+        # Set while no live window is being prepared or inferred. One at a time, as before
+        # the stages: the others wait in the live source's queue, whose drop-oldest policy
+        # keeps an appliance slower than real time on the newest signal.
+        self._live_idle = threading.Event()
+        self._live_idle.set()
+        self._to_write = StageQueue(2 * batch_max, self._abort)
+        # stage name -> monotonic time it started its current item (None: waiting)
+        self._busy_since: Dict[str, Optional[float]] = {}
+        self._stages = [self._stage_thread("prepare", self._prepare_until_stopped),
+                        self._stage_thread("infer", self._infer_until_drained),
+                        self._stage_thread("write", self._write_until_drained)]
         watchdog_usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog_s = int(watchdog_usec) / 1e6 if watchdog_usec else _DEFAULT_WATCHDOG_S
 
@@ -152,7 +277,8 @@ class Daemon:
         self.spool.start()
         if self.serial is not None:
             self.serial.start()
-        self._worker.start()
+        for stage in self._stages:
+            stage.start()
         try:
             self.log.info("daemon_started", version=__version__,
                           model=self.analyzer.manifest.name,
@@ -167,24 +293,29 @@ class Daemon:
                     next_host_poll = time.monotonic() + self.config.host.poll_s
                 self._notify_health()
         finally:
-            # Also on a crash of this thread: never leave the worker running headless.
+            # Also on a crash of this thread: never leave the stages running headless.
             self.stop_event.set()
+            self._wake.set()
             self.notifier.notify("STOPPING=1\nSTATUS=draining")
             self.log.info("daemon_stopping")
             if self.serial is not None:
                 self.serial.stop()
             self.spool.stop()
-            self._worker.join()
+            # In pipeline order: each stage ends after draining what the previous one left.
+            for stage in self._stages:
+                stage.join()
         self.log.info("daemon_stopped", **dataclasses.asdict(self.counters))
-        # A dead worker is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
-        return 1 if self._worker_crashed else 0
+        # A dead stage is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
+        return 1 if self._stage_crashed else 0
 
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stop_event.set()
+        self._wake.set()
 
     def _notify_health(self) -> None:
-        busy_since = self._busy_since
-        progressing = busy_since is None or (time.monotonic() - busy_since) < self.watchdog_s / 2
+        now = time.monotonic()
+        progressing = all(since is None or now - since < self.watchdog_s / 2
+                          for since in list(self._busy_since.values()))
         message = "STATUS=" + self._status_text()
         if progressing:
             message = "WATCHDOG=1\n" + message
@@ -197,7 +328,7 @@ class Daemon:
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
-                f"waiting; live queue {queue}, "
+                f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
                 f"dropped {dropped}; last {latency}; host {self.host.summary()}")
 
     def _poll_host(self) -> None:
@@ -208,45 +339,70 @@ class Daemon:
             self.log.warning("host_state_changed", **health.as_dict())
         self.host = health
 
-    # -- the worker -------------------------------------------------------------------------
-    def _work_until_stopped(self) -> None:
+    # -- stages -----------------------------------------------------------------------------
+    def _stage_thread(self, name: str, body: Callable[[], None]) -> threading.Thread:
+        self._busy_since[name] = None
+
+        def run_stage() -> None:
+            try:
+                body()
+            except StageAborted:
+                pass  # another stage crashed and logged it
+            except Exception:
+                self.log.exception("stage_crashed", stage=name)
+                self._stage_crashed = True
+                self._abort.set()
+                self.stop_event.set()
+                self._wake.set()
+
+        return threading.Thread(target=run_stage, name=f"ecgd-{name}")
+
+    def _prepare_until_stopped(self) -> None:
+        """Take recovered inputs, then live windows before spool inputs, until stopped;
+        on stop, drain the live windows already queued. Ends the stream for the next stage.
+        """
         try:
-            self._work()
-        except Exception:
-            self.log.exception("worker_crashed")
-            self._worker_crashed = True
-            self.stop_event.set()
+            for claimed in self._recovered:
+                if self.stop_event.is_set():
+                    return
+                self._prepare_claimed(claimed)
+            while True:
+                # Cleared before looking, so a window or file arriving after the look
+                # makes the wait below return at once.
+                self._wake.clear()
+                live_idle = self._live_idle.is_set()
+                live = None
+                if self.live_queue is not None and live_idle:
+                    live = self.live_queue.get(timeout_s=0)
+                if live is not None:
+                    self._prepare_live(live)
+                    continue
+                if self.stop_event.is_set():
+                    if live_idle or self.live_queue is None or len(self.live_queue) == 0:
+                        return
+                    # Draining: wait for the live window in flight, then take the next.
+                    self._wake.wait(_RECHECK_S)
+                    continue
+                item = self.spool.next_ready(timeout_s=0)
+                if item is not None:
+                    taken = self.spool.claim(item)
+                    if taken is not None:
+                        self._prepare_claimed(taken)
+                    continue
+                self._wake.wait(_RECHECK_S * 2)
+        finally:
+            if not self._abort.is_set():
+                self._to_infer.put(None)
 
-    def _work(self) -> None:
-        """Take live windows first, then spool inputs; on stop, drain live windows and exit."""
-        for claimed in self._recovered:
-            if self.stop_event.is_set():
-                return
-            self._process_claimed(claimed)
-        while True:
-            live = self.live_queue.get(timeout_s=0) if self.live_queue is not None else None
-            if live is not None:
-                self._process_live(live)
-                continue
-            if self.stop_event.is_set():
-                return
-            item = self.spool.next_ready(timeout_s=_POLL_S)
-            if item is None:
-                continue
-            claimed = self.spool.claim(item)
-            if claimed is not None:
-                self._process_claimed(claimed)
-
-    def _process_claimed(self, claimed: ClaimedInput) -> None:
-        self._busy_since = time.monotonic()
+    def _prepare_claimed(self, claimed: ClaimedInput) -> None:
+        self._busy_since["prepare"] = time.monotonic()
         started = time.perf_counter()
         try:
             try:
                 recording = read_recording(claimed.primary, self.config.limits.max_input_bytes)
                 digest = content_sha256(list(claimed.files))
             except RecordError as exc:
-                self.spool.fail(claimed, str(exc))
-                self.counters.inputs_failed += 1
+                self._fail(claimed, str(exc))
                 return
             read_ms = (time.perf_counter() - started) * 1000.0
             pseudonym = (pseudonymize(recording.patient_id, self.pseudonym_key)
@@ -256,25 +412,22 @@ class Daemon:
                         "format": recording.format, "content_sha256": digest},
                 id_seed=f"file:{digest}")
             try:
-                reports = self.analyzer.analyze(recording, source, pseudonym, read_ms,
-                                                host=self.host.as_dict())
+                prepared = self.analyzer.prepare(recording, source, pseudonym, read_ms,
+                                                 host=self.host.as_dict())
             except EcgdError as exc:
-                self.spool.fail(claimed, str(exc))
-                self.counters.inputs_failed += 1
+                self._fail(claimed, str(exc))
                 return
-            if not self._write_reports(reports, input_hash=claimed.name_hash, started=started):
-                return  # stopping while reports are unwritable: the input stays in processing
-            self.spool.complete(claimed)
-            self.counters.inputs_done += 1
+            job = Job(prepared, claimed, started)
         except Exception:  # a bug must not kill the appliance: quarantine and go on
             self.log.exception("input_crashed", input=claimed.name_hash)
-            self.spool.fail(claimed, "internal error while processing (see the journal)")
-            self.counters.inputs_failed += 1
+            self._fail(claimed, "internal error while processing (see the journal)")
+            return
         finally:
-            self._busy_since = None
+            self._busy_since["prepare"] = None
+        self._to_infer.put(job)
 
-    def _process_live(self, live: LiveWindow) -> None:
-        self._busy_since = time.monotonic()
+    def _prepare_live(self, live: LiveWindow) -> None:
+        self._busy_since["prepare"] = time.monotonic()
         started = time.perf_counter()
         try:
             patient_id = self.patients.current()
@@ -290,15 +443,111 @@ class Daemon:
                 id_seed=f"serial:{live.device}:{self.stream_epoch}:{live.segment}:"
                         f"{live.sample_start}")
             self._live_windows_cut += 1 + live.dropped_windows
-            reports = self.analyzer.analyze(live.recording, source, pseudonym,
-                                            lead_off=live.lead_off, host=self.host.as_dict(),
-                                            first_window_index=self._live_windows_cut - 1)
-            self._write_reports(reports, input_hash=None, started=started)
+            prepared = self.analyzer.prepare(live.recording, source, pseudonym,
+                                             lead_off=live.lead_off, host=self.host.as_dict(),
+                                             first_window_index=self._live_windows_cut - 1)
+            job = Job(prepared, None, started, live=True)
         except Exception:
             self.log.exception("live_window_crashed", segment=live.segment,
                                sample_start=live.sample_start)
+            return
         finally:
-            self._busy_since = None
+            self._busy_since["prepare"] = None
+        self._live_idle.clear()
+        self._to_infer.put(job)
+
+    def _infer_until_drained(self) -> None:
+        """Infer every job waiting (up to batch_max windows) together, until the end mark."""
+        batch_max = self.config.model.batch_max
+        ended = False
+        while not ended:
+            first = self._to_infer.get()
+            if first is None:
+                break
+            jobs = [first]
+            windows = len(first.prepared.model_inputs())
+            while windows < batch_max:
+                waiting, job = self._to_infer.get_nowait()
+                if not waiting:
+                    break
+                if job is None:
+                    ended = True
+                    break
+                jobs.append(job)
+                windows += len(job.prepared.model_inputs())
+            self._busy_since["infer"] = time.monotonic()
+            try:
+                self._infer_jobs(jobs)
+            finally:
+                self._busy_since["infer"] = None
+                if any(job.live for job in jobs):
+                    self._live_idle.set()
+                    self._wake.set()
+            for job in jobs:
+                self._to_write.put(job)
+        self._to_write.put(None)
+
+    def _infer_jobs(self, jobs: List[Job]) -> None:
+        """Reports for ``jobs``, inferred in shared batches. A refused batch is retried input
+        by input, so one bad input cannot fail the others with it."""
+        try:
+            results = self.analyzer.infer_recordings([job.prepared for job in jobs])
+        except Exception as exc:
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._infer_jobs([job])
+                return
+            jobs[0].error = self._error_reason(jobs[0], exc)
+            return
+        for job, (logits, inference_ms) in zip(jobs, results):
+            try:
+                job.reports = self.analyzer.finish(job.prepared, logits, inference_ms)
+            except Exception as exc:
+                job.error = self._error_reason(job, exc)
+
+    def _error_reason(self, job: Job, exc: Exception) -> str:
+        """What the input's error file says; a bug is logged in full (it must not kill the
+        appliance: the input is quarantined and the daemon goes on)."""
+        if isinstance(exc, EcgdError):
+            return str(exc)
+        if job.claimed is not None:
+            self.log.exception("input_crashed", input=job.claimed.name_hash)
+        else:
+            self.log.exception("live_window_crashed", segment=job.prepared.source.fields.get(
+                "segment"), sample_start=job.prepared.source.fields.get("sample_start"))
+        return "internal error while processing (see the journal)"
+
+    def _write_until_drained(self) -> None:
+        """Seal and write reports, then move each input to done, until the end mark."""
+        while True:
+            job = self._to_write.get()
+            if job is None:
+                return
+            self._busy_since["write"] = time.monotonic()
+            try:
+                self._write_job(job)
+            finally:
+                self._busy_since["write"] = None
+
+    def _write_job(self, job: Job) -> None:
+        if job.error is not None:
+            if job.claimed is not None:
+                self._fail(job.claimed, job.error)
+            else:
+                self.log.warning("live_window_failed", reason=job.error)
+            return
+        input_hash = job.claimed.name_hash if job.claimed is not None else None
+        if not self._write_reports(job.reports, input_hash=input_hash, started=job.started):
+            return  # stopping while reports are unwritable: the input stays in processing
+        if job.claimed is not None:
+            self.spool.complete(job.claimed)
+            self.counters.inputs_done += 1
+
+    def _fail(self, claimed: ClaimedInput, reason: str) -> None:
+        """Quarantine ``claimed`` (called by the prepare and the write stage)."""
+        self.spool.fail(claimed, reason)
+        with self._fail_lock:
+            self.counters.inputs_failed += 1
 
     def _write_reports(self, reports: List[Dict[str, Any]], input_hash: Optional[str],
                        started: float) -> bool:
@@ -309,7 +558,7 @@ class Daemon:
         for report in reports:
             sealed = seal(dumps_report(report).encode("utf-8"), self.recipients)
             while True:
-                self._busy_since = time.monotonic()
+                self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report["report_id"] + REPORT_SUFFIX,
                                   sealed)
@@ -318,7 +567,7 @@ class Daemon:
                     if not self._seal_failing:
                         self.log.error("reports_unwritable", reason=str(exc))
                         self._seal_failing = True
-                    self._busy_since = None  # waiting for the disk is not a hang
+                    self._busy_since["write"] = None  # waiting for the disk is not a hang
                     if self.stop_event.wait(self.config.reports.retry_s):
                         return False
             if self._seal_failing:

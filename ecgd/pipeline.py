@@ -193,6 +193,25 @@ class Analyzer:
             chunks.append(self.session.predict_logits(batch))
         return np.concatenate(chunks), (time.perf_counter() - t0) * 1000.0
 
+    def infer_recordings(self, prepared: Sequence[PreparedRecording]
+                         ) -> List[Tuple[np.ndarray, float]]:
+        """Infer the accepted windows of several recordings together, in shared batches of
+        up to ``batch_max`` windows (a backlog of one-window inputs then runs at batch speed).
+
+        Returns, per recording, its logit rows and its share of the inference time in ms
+        (proportional to its number of accepted windows).
+        """
+        counts = [len(item.model_inputs()) for item in prepared]
+        logits, total_ms = self.infer([x for item in prepared for x in item.model_inputs()])
+        total = sum(counts)
+        results = []
+        begin = 0
+        for count in counts:
+            share_ms = total_ms * count / total if total else 0.0
+            results.append((logits[begin:begin + count], share_ms))
+            begin += count
+        return results
+
     # -- second half: logits -> reports ---------------------------------------------------
     def finish(self, prepared: PreparedRecording, logits: np.ndarray,
                inference_ms: float) -> List[Dict[str, Any]]:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from daemon_harness import DaemonProcess, wait_for
+from ecgd.daemon import Job, StageAborted, StageQueue
 from ecgd.keys import generate_keys, load_private_key
 from ecgd.report import SCHEMA_PATH
 from ecgd.sealing import unseal
@@ -350,3 +352,108 @@ def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> 
         assert daemon.terminate() == 0
     finally:
         subprocess.run(["umount", "-l", str(appliance.reports)], capture_output=True)
+
+
+def _job(n_windows: int, live: bool = False, tag: str = "") -> Job:
+    """A Job with ``n_windows`` placeholder windows (the queue only counts them)."""
+    from ecgd.pipeline import PreparedRecording, PreparedWindow, SourceInfo
+
+    windows = [PreparedWindow(i, {}, "rejected", None, (), {}, 0.0) for i in range(n_windows)]
+    prepared = PreparedRecording(SourceInfo({"tag": tag}, tag), None, windows, 0.0, 0.0)
+    return Job(prepared, None, 0.0, live=live)
+
+
+def test_stage_queue_hands_live_jobs_first_and_the_end_mark_last() -> None:
+    """Live jobs overtake queued files; the end mark comes after every job queued before it."""
+    queue = StageQueue(8, threading.Event())
+    for job in (_job(1, tag="file-1"), _job(1, tag="file-2")):
+        queue.put(job)
+    queue.put(None)
+    queue.put(_job(1, live=True, tag="live"))
+    order = []
+    while True:
+        waiting, job = queue.get_nowait()
+        assert waiting
+        if job is None:
+            break
+        order.append(job.prepared.source.id_seed)
+    assert order == ["live", "file-1", "file-2"]
+    assert queue.get_nowait() == (False, None) and len(queue) == 0
+
+
+def test_stage_queue_blocks_the_producer_at_capacity_and_admits_a_large_job_alone() -> None:
+    """Bounded in windows: a put waits while full (live jobs excepted); a job above capacity
+    passes when the queue is empty."""
+    queue = StageQueue(4, threading.Event())
+    queue.put(_job(10))  # larger than the capacity, but the queue was empty
+    blocked = threading.Thread(target=queue.put, args=(_job(1),))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive() and len(queue) == 10
+    queue.put(_job(1, live=True))  # a live window is never held back by a backlog
+    assert queue.get().live
+    assert len(queue.get().prepared.windows) == 10
+    blocked.join(10)
+    assert not blocked.is_alive() and len(queue) == 1
+
+
+def test_stage_queue_unblocks_waiters_when_a_stage_crashed() -> None:
+    """After abort, a consumer waiting on an empty queue and a producer on a full one stop."""
+    abort = threading.Event()
+    queue = StageQueue(1, abort)
+    queue.put(_job(1))
+    errors: List[type] = []
+
+    def expect_abort(action) -> None:
+        try:
+            action()
+        except StageAborted:
+            errors.append(StageAborted)
+
+    producer = threading.Thread(target=expect_abort, args=(lambda: queue.put(_job(1)),))
+    consumer = threading.Thread(target=expect_abort,
+                                args=(lambda: StageQueue(1, abort).get(),))
+    producer.start()
+    consumer.start()
+    abort.set()
+    producer.join(10)
+    consumer.join(10)
+    assert errors == [StageAborted, StageAborted]
+
+
+def test_inference_across_inputs_equals_inference_input_by_input(reference_manifest,
+                                                                 shared_data) -> None:
+    """Batching windows of several recordings together changes no logit (beyond float noise)."""
+    from ecgd.config import parse_config
+    from ecgd.model.session import ModelSession
+    from ecgd.pipeline import Analyzer, SourceInfo
+    from ecgd.records.reader import read_recording
+
+    config = parse_config("")
+    analyzer = Analyzer(ModelSession.open(reference_manifest, threads=2), config.window,
+                        config.qc, config.preprocess.mains_hz, batch_max=3)
+    headers = sorted((shared_data / "ludb" / "data").glob("*.hea"))[:6]
+    prepared = [analyzer.prepare(read_recording(h, 10**8), SourceInfo({}, h.name), None)
+                for h in headers]
+    counts = [len(p.model_inputs()) for p in prepared]
+    assert sum(counts) > 3, "needs more accepted windows than one batch holds"
+    together = analyzer.infer_recordings(prepared)
+    for item, count, (logits, inference_ms) in zip(prepared, counts, together):
+        alone, _ = analyzer.infer(item.model_inputs())
+        assert logits.shape == (count, 150) and inference_ms >= 0.0
+        np.testing.assert_allclose(logits, alone, atol=1e-4)
+
+
+def test_crashed_stage_exits_non_zero_and_keeps_the_input(appliance, daemons,
+                                                          shared_data) -> None:
+    """done_dir replaced by a file: the write stage crashes, the daemon exits 1, input kept."""
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    shutil.rmtree(appliance.done)
+    appliance.done.write_bytes(b"not a folder")
+    appliance.drop(shared_data / "cinc2021" / "HR06001.mat")
+    appliance.drop(shared_data / "cinc2021" / "HR06001.hea")
+    assert daemon.process.wait(60) == 1
+    assert "stage_crashed" in daemon.log_text()
+    assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 2
+    assert len(appliance.report_files()) == 1

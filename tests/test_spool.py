@@ -380,3 +380,40 @@ def test_file_rewritten_after_hand_out_is_not_claimed_until_settled(make_spool, 
         handle.write(b"3,4\n")
     assert spool.claim(item) is None
     assert take(spool).primary.read_bytes() == b"1,2\n3,4\n"
+
+
+def test_rename_from_another_folder_is_ready_without_settling(make_spool, spool_config,
+                                                              tmp_path):
+    """A file renamed in from outside the spool is complete: ready at once, not after settle_s.
+
+    (watchdog's default observer reports such a rename as a creation, which would wait for
+    the settle time, here far longer than the wait below.)
+    """
+    spool = make_spool(settle_s=120.0, wfdb_wait_s=300.0, rescan_s=300.0)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for name in ("first.xml", "second.xml"):
+        (staging / name).write_bytes(b"<RestingECG/>")
+        os.rename(staging / name, spool_config.dir / name)
+        # The claim renames out of the folder: the next drop must not wait behind it.
+        claimed = take(spool, timeout_s=20.0)
+        assert claimed.original_name == name
+        spool.complete(claimed)
+
+
+def test_wake_event_is_set_when_an_input_becomes_ready(spool_config):
+    """A consumer sleeping on the shared wake event is woken by a drop; next_ready(0) has it."""
+    wake = threading.Event()
+    spool = Spool(spool_config, 1_000_000, structlog.get_logger("test"), wake=wake)
+    spool.ensure_dirs()
+    spool.start()
+    try:
+        assert spool.next_ready(0) is None
+        wake.clear()
+        drop(spool_config.dir, "rec.xml", b"<RestingECG/>")
+        assert wake.wait(20.0)
+        assert wait_for(lambda: spool.ready_count() == 1)
+        item = spool.next_ready(0)
+        assert item is not None and item.primary.name == "rec.xml"
+    finally:
+        spool.stop()

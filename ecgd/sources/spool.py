@@ -13,7 +13,8 @@ Life of an input::
               --complete-->        done_dir/NAME            (after the reports are durable)
               --fail / refuse-->   failed_dir/NAME + NAME.error.json
 
-A file is ready when inotify saw it closed after writing (or renamed into the folder), or when
+A file is ready when inotify saw it closed after writing (or renamed into the folder: from a
+hidden name beside it or from another folder, both atomic, so ready at once), or when
 its size and mtime have been stable for ``settle_s`` without inotify having seen a write in
 progress (files written over NFS, or while ecgd was down). A file seen being written but never
 closed (close event lost) is taken once stable for ``wfdb_wait_s``. A WFDB header waits for
@@ -195,8 +196,10 @@ class _EventForwarder(FileSystemEventHandler):
         self._overflowed = overflowed
 
     def _put(self, kind: str, path: Any) -> None:
+        if not path:  # the unwatched side of a rename into or out of the folder
+            return
         path = os.fsdecode(path)
-        if not path or os.path.dirname(path) != self._dir:
+        if os.path.dirname(path) != self._dir:
             return
         try:
             self._events.put_nowait((kind, os.path.basename(path)))
@@ -225,12 +228,15 @@ class Spool:
 
     ``max_input_bytes``: any single file larger than this is refused unread into failed_dir.
     ``log``: a structlog logger. ``name_key``: optional key for ``hash_name`` (pass the
-    pseudonym key so name hashes in logs cannot be brute-forced).
+    pseudonym key so name hashes in logs cannot be brute-forced). ``wake``: optional event
+    set whenever an input becomes ready (or the scanner fails), so a consumer serving
+    several sources can sleep on one event and poll ``next_ready(0)``.
     Call ``ensure_dirs()``, then ``recover()``, then ``start()``; ``stop()`` joins every thread.
     """
 
     def __init__(self, config: SpoolConfig, max_input_bytes: int, log: Any,
-                 name_key: Optional[bytes] = None) -> None:
+                 name_key: Optional[bytes] = None,
+                 wake: Optional[threading.Event] = None) -> None:
         self._config = config
         self._max_input_bytes = max_input_bytes
         self._log = log
@@ -251,6 +257,7 @@ class Spool:
         self._scanner: Optional[threading.Thread] = None
         self._scanner_error: Optional[BaseException] = None
         self._scan_error_logged = False
+        self._wake = wake
 
     # ----------------------------------------------------------------- setup and threads
 
@@ -291,8 +298,8 @@ class Spool:
     def start(self) -> None:
         """Start watching (inotify) and the scanner thread, which scans the folder at once."""
         self._stopping.clear()
-        self._observer = Observer()
         try:
+            self._observer = _make_observer()
             forwarder = _EventForwarder(str(self._dir), self._events, self._overflowed)
             self._observer.schedule(
                 forwarder, str(self._dir), recursive=False,
@@ -323,6 +330,7 @@ class Spool:
             self._scanner = None
         with self._ready_changed:
             self._ready_changed.notify_all()
+        self._set_wake()
 
     def pending_count(self) -> int:
         """Inputs in the spool dir not yet claimed (files, a WFDB record counting each file)."""
@@ -494,6 +502,7 @@ class Spool:
             with self._ready_changed:
                 self._scanner_error = exc
                 self._ready_changed.notify_all()
+            self._set_wake()
             raise
 
     def _scan_loop(self) -> None:
@@ -635,6 +644,7 @@ class Spool:
                         self._entries[name].taken = True
             if self._ready:
                 self._ready_changed.notify_all()
+                self._set_wake()
         for names, reason, also_named in refusals:
             self._refuse(names, reason, hash_name(names[0], self._name_key), also_named)
 
@@ -775,6 +785,10 @@ class Spool:
         except OSError:
             return None
         return (info.st_size, info.st_mtime_ns)
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def _wake_scanner(self) -> None:
         try:
@@ -931,6 +945,34 @@ class Spool:
                                                                         self._name_key)
         return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
                             original_name=primary.name, name_hash=name_hash)
+
+
+def _make_observer() -> Any:
+    """A watchdog observer that reports a rename into the folder at once, whatever its source.
+
+    Measured with watchdog 7.1: the default observer reports a rename from another folder
+    as a plain creation (indistinguishable from an open writer), and holds every unpaired
+    IN_MOVED_FROM for 0.5 s waiting for its partner, blocking all later events behind it;
+    each claim is such a rename out of the folder, so a file dropped within 0.5 s of a
+    claim waited for it. The spool needs no pairing (it treats the two sides of a rename
+    independently: the old name is gone, the new one is complete), so pairing is switched
+    off (watchdog's class-wide delay: ecgd watches no other folder) and unpaired renames are
+    reported as moves ("full events").
+    """
+    try:
+        from watchdog.observers.inotify import InotifyObserver
+    except ImportError:  # not Linux: no inotify, the default observer and settling
+        return Observer()
+    try:  # where watchdog >= 6 pairs renames
+        from watchdog.observers.inotify_move_event_grouper import (
+            InotifyMoveEventGrouper as Pairing,
+        )
+    except ImportError:  # watchdog 3 to 5
+        from watchdog.observers.inotify_buffer import (  # type: ignore[no-redef]
+            InotifyBuffer as Pairing,
+        )
+    Pairing.delay = 0.0
+    return InotifyObserver(generate_full_events=True)
 
 
 def _record_line(path: Path) -> str:
