@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ecgd.model.manifest import load_manifest, sha256_of_file, write_manifest
-from ecgd.model.onnx_graph import INPUT_NAME, OUTPUT_NAME
+from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
 
 
 def _spin_loop_body() -> onnx.GraphProto:

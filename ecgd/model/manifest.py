@@ -28,7 +28,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 from ecgd import durable
 from ecgd.errors import ModelError
 from ecgd.model.net1d import Net1DSpec, spec_from_dict
-from ecgd.model.onnx_graph import INPUT_NAME, OUTPUT_NAME
+from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
 from ecgd.preprocess import PROFILE_DEFAULTS
 from ecgd.records.recording import STANDARD_LEADS
 

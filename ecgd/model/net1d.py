@@ -13,6 +13,11 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 from ecgd.errors import ModelError
 
+# Graph input and output names of every ecgd Net1D (the ONNX contract; kept here, not in
+# onnx_graph, so that loading a model never imports the onnx package).
+INPUT_NAME = "ecg"
+OUTPUT_NAME = "logits"
+
 
 @dataclasses.dataclass(frozen=True)
 class Net1DSpec:

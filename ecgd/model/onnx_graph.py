@@ -19,11 +19,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ecgd.errors import ModelError
-from ecgd.model.net1d import Net1DSpec, blocks, expected_shapes, same_padding
+from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME, Net1DSpec, blocks, expected_shapes, same_padding
 
 OPSET = 17
-INPUT_NAME = "ecg"
-OUTPUT_NAME = "logits"
 LAYOUTS = ("conv2d", "conv1d")
 
 

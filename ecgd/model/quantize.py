@@ -24,7 +24,7 @@ import onnxruntime as ort
 from ecgd.errors import EcgdError, ModelError, RecordError
 from ecgd.model.build import write_model
 from ecgd.model.manifest import Manifest, load_manifest, write_atomic
-from ecgd.model.onnx_graph import INPUT_NAME
+from ecgd.model.net1d import INPUT_NAME
 from ecgd.model.session import session_options
 
 HELD_OUT_EVERY = 4  # every 4th recording (by sorted name) is held out from calibration

@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from ecgd.errors import ModelError
 from ecgd.model.manifest import Manifest, load_manifest
-from ecgd.model.onnx_graph import INPUT_NAME, OUTPUT_NAME
+from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
 
 
 def session_options(threads: int) -> ort.SessionOptions:
