@@ -36,7 +36,7 @@ class ModelConfig:
 
     manifest: Path = Path("/var/lib/ecgd/models/ecgfounder.json")
     threads: int = 2
-    batch_max: int = 16
+    batch_max: int = 4
 
     def __post_init__(self) -> None:
         _require(1 <= self.threads <= 64, "model", "threads", "must be between 1 and 64")

@@ -176,14 +176,18 @@ class Resources:
 
 
 def _prepare_directories(config: Config) -> None:
-    """Create (0700) or verify the report folder and the four spool folders.
+    """Create (0700) or verify the report and patient folders and the four spool folders.
 
-    An existing spool ``dir`` keeps its mode: vendors' drop users may need group write.
+    An existing spool ``dir`` keeps its mode: vendors' drop users may need group write. The
+    patient folder is created by the service user, so that a patient file an operator writes
+    as root takes the service user as its owner (see ecgd.patient).
     """
-    try:
-        ensure_private_dir(config.reports.dir)
-    except SealError as exc:
-        raise ConfigError(f"[reports] dir: {exc}") from exc
+    for section, folder in (("[reports] dir", config.reports.dir),
+                            ("[privacy] patient_file", config.privacy.patient_file.parent)):
+        try:
+            ensure_private_dir(folder)
+        except SealError as exc:
+            raise ConfigError(f"{section}: {exc}") from exc
     if not os.access(config.reports.dir, os.W_OK | os.X_OK):
         raise ConfigError(f"{config.reports.dir}: report directory is not writable")
     Spool(config.spool, config.limits.max_input_bytes, get_logger(component="spool")).ensure_dirs()
@@ -247,6 +251,7 @@ class Daemon:
         self._recovered: List[ClaimedInput] = []
         self._live_windows_cut = 0  # every window the live source cut, dropped ones included
         self._seal_failing = False
+        self._patient_failing = False
         self._abort = threading.Event()
         self._stage_crashed = False
         self._fail_lock = threading.Lock()
@@ -430,8 +435,7 @@ class Daemon:
         self._busy_since["prepare"] = time.monotonic()
         started = time.perf_counter()
         try:
-            patient_id = self.patients.current()
-            pseudonym = pseudonymize(patient_id, self.pseudonym_key) if patient_id else None
+            pseudonym = self._current_pseudonym()
             lead_off_names = [name for name, bit in
                               zip(live.recording.lead_names, live.lead_off or ()) if bit]
             source = SourceInfo(
@@ -455,6 +459,21 @@ class Daemon:
             self._busy_since["prepare"] = None
         self._live_idle.clear()
         self._to_infer.put(job)
+
+    def _current_pseudonym(self) -> Optional[str]:
+        """The connected patient's pseudonym. An unreadable patient file does not cost the
+        window: its report carries no pseudonym and the error is logged once per change."""
+        try:
+            patient_id = self.patients.current()
+        except ConfigError as exc:
+            if not self._patient_failing:
+                self.log.error("patient_file_unreadable", reason=str(exc))
+                self._patient_failing = True
+            return None
+        if self._patient_failing:
+            self.log.info("patient_file_readable_again")
+            self._patient_failing = False
+        return pseudonymize(patient_id, self.pseudonym_key) if patient_id else None
 
     def _infer_until_drained(self) -> None:
         """Infer every job waiting (up to batch_max windows) together, until the end mark."""

@@ -109,3 +109,26 @@ def test_slow_model_drops_whole_windows_and_counts_them(tmp_path, reference_mani
     assert sum(r["source"]["dropped_windows"] for r in reports) >= 1
     # Whole windows are dropped: every report still covers exactly one 10-s window.
     assert all(r["source"]["sample_end"] - r["source"]["sample_start"] == 5000 for r in reports)
+
+
+def test_unreadable_patient_file_costs_no_window(tmp_path, reference_manifest, simulator) -> None:
+    """A patient file the daemon refuses (group-readable) is logged once; windows go on."""
+    sim = simulator(speed=10)
+    appliance = Appliance(tmp_path / "appliance", reference_manifest, _serial_toml(sim.link))
+    daemon = DaemonProcess(appliance.config, tmp_path)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: len(appliance.report_files()) >= 1, 60, "a live report")
+        patient_file = appliance.root / "patient" / "current"
+        patient_file.write_text("LEAKY-PATIENT-42\n")
+        patient_file.chmod(0o644)
+        wait_for(lambda: "patient_file_unreadable" in daemon.log_text(), 60, "the error line")
+        count = len(appliance.report_files())
+        wait_for(lambda: len(appliance.report_files()) >= count + 2, 60, "2 more reports")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    log = daemon.log_text()
+    assert log.count("patient_file_unreadable") == 1
+    assert "LEAKY-PATIENT-42" not in log
+    assert all(r["patient"]["pseudonym"] is None for r in appliance.decrypted_reports())
