@@ -249,7 +249,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
 
 def test_no_patient_identifier_reaches_logs_reports_or_file_names(
         appliance, daemons, shared_data, tmp_path) -> None:
-    """Known identifiers in DICOM and XML inputs appear nowhere: logs, reports, file names."""
+    """Known identifiers in DICOM, XML and WFDB inputs appear nowhere: logs, reports, names."""
     import pydicom
 
     identifiers = []
@@ -262,15 +262,25 @@ def test_no_patient_identifier_reaches_logs_reports_or_file_names(
     identifiers.append("ECGD-TEST-ID-4711")
     modified = tmp_path / "modified.dcm"
     dicom.save_as(modified)
+    # A WFDB record whose header comments carry a patient id (the reader picks it up).
+    wfdb_dir = tmp_path / "wfdb-with-id"
+    wfdb_dir.mkdir()
+    header = (shared_data / "cinc2021" / "E07501.hea").read_text()
+    (wfdb_dir / "E07501.hea").write_text(header + "# Patient ID: WFDB-PATIENT-7781\n")
+    shutil.copyfile(shared_data / "cinc2021" / "E07501.mat", wfdb_dir / "E07501.mat")
+    identifiers.append("WFDB-PATIENT-7781")
     identifiers = [i for i in identifiers if len(i) >= 4]
     daemon = daemons(appliance)
     daemon.wait_ready()
     appliance.drop(shared_data / "dicom" / "waveform_ecg.dcm")
     appliance.drop(shared_data / "ge-muse-xml" / "EGM" / "muse-sinus.xml")
     appliance.drop(modified, "study.dcm")
-    wait_for(lambda: len(appliance.names_in(appliance.done)) == 3, 60, "3 inputs done")
+    appliance.drop(wfdb_dir / "E07501.mat")
+    appliance.drop(wfdb_dir / "E07501.hea")
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 5, 60, "4 inputs done")
     assert daemon.terminate() == 0
     reports = appliance.decrypted_reports()
+    assert len(reports) == 4
     assert all(r["patient"]["pseudonym"] for r in reports)
     haystacks = [daemon.log_text(), json.dumps(reports)]
     haystacks += [str(p) for p in tmp_path.rglob("*")]
