@@ -1,0 +1,1 @@
+"""JSON Schemas that ecgd ships (the report schema)."""
