@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Optional
+from typing import Optional, TextIO
 
 import structlog
 
@@ -17,7 +17,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def configure_logging(fmt: str = "auto", level: str = "info",
-                      stream: Optional[IO[str]] = None) -> None:
+                      stream: Optional[TextIO] = None) -> None:
     """Route structlog to ``stream`` (stdout by default) as JSON or console lines.
 
     ``auto`` means JSON when the stream is not a terminal (systemd's journal) and console

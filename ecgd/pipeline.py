@@ -26,7 +26,8 @@ from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, m
 from ecgd.resample import resample_to
 from ecgd.rpeaks import detect_r_peaks, rhythm_measurements
 
-_NO_MEASUREMENTS = {"heart_rate_bpm": None, "rr_ms": [], "rr_irregularity": None}
+_NO_MEASUREMENTS: Dict[str, Any] = {"heart_rate_bpm": None, "rr_ms": [],
+                                    "rr_irregularity": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +127,9 @@ class Analyzer:
 
         model_lead_off = self._lead_off_in_model_order(recording, lead_off)
         model_mv = None
-        if standard.samples_mv is not None:
-            model_mv = resample_to(standard.samples_mv, fs_source, fs_model)
+        source_mv = standard.samples_mv
+        if source_mv is not None:
+            model_mv = resample_to(source_mv, fs_source, fs_model)
         source_window = int(round(self.window_samples * fs_source / fs_model))
         prepared = []
         for index, start in enumerate(starts, start=first_window_index):
@@ -136,14 +138,14 @@ class Analyzer:
             if recording.start_time is not None:
                 window["start_time"] = utc_timestamp(
                     recording.start_time + dt.timedelta(seconds=start / fs_model))
-            if model_mv is None:
+            if model_mv is None or source_mv is None:
                 reasons = tuple(f"missing_lead:{lead}" for lead in standard.missing)
                 prepared.append(PreparedWindow(index, window, "rejected", None, reasons,
                                                dict(_NO_MEASUREMENTS), 0.0))
                 continue
             t0 = time.perf_counter()
             source_start = int(round(start * fs_source / fs_model))
-            raw_mv = standard.samples_mv[:, source_start:source_start + source_window]
+            raw_mv = source_mv[:, source_start:source_start + source_window]
             r_peaks = detect_r_peaks(raw_mv, fs_source)
             verdict = assess_window(raw_mv, fs_source, self.manifest.lead_names, self.qc,
                                     mains_hz=self.mains_hz, lead_off=model_lead_off,
@@ -162,7 +164,8 @@ class Analyzer:
         t0 = time.perf_counter()
         accepted = [w for w in prepared if w.model_input is not None]
         if accepted:
-            batch = self.preprocess(np.stack([w.model_input for w in accepted]))
+            batch = self.preprocess(np.stack([w.model_input for w in accepted
+                                              if w.model_input is not None]))
             for item, model_input in zip(accepted, batch):
                 item.model_input = model_input
         preprocess_ms = (time.perf_counter() - t0) * 1000.0

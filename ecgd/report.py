@@ -55,7 +55,7 @@ class ModelInfo:
 def findings_from_probabilities(labels: Sequence[str], probabilities: Sequence[float],
                                 thresholds: Sequence[float]) -> List[Dict[str, Any]]:
     """Every label with its probability and threshold, most probable first."""
-    findings = [
+    findings: List[Dict[str, Any]] = [
         {"label": label, "probability": round(float(p), 6), "threshold": float(t),
          "above_threshold": bool(p >= t)}
         for label, p, t in zip(labels, probabilities, thresholds)

@@ -1,4 +1,4 @@
-"""``ecgd run`` with a live serial source: a simulator on a real pseudo-terminal -> sealed reports."""
+"""``ecgd run`` with a live serial source: a simulator on a real pty -> sealed reports."""
 from __future__ import annotations
 
 import json

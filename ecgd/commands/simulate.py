@@ -24,7 +24,7 @@ import threading
 import time
 import tty
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import serial
@@ -316,9 +316,12 @@ def run(args: argparse.Namespace) -> int:
             raise SourceError(f"simulate: {message}")
     sig = prepare_signal(read_recording(args.record, LimitsConfig().max_input_bytes), fmt,
                          n_leads)
-    device = PtyDevice(args.pty_link) if args.pty_link else SerialDevice(args.port, args.baudrate)
+    device: Union[PtyDevice, SerialDevice]
     if args.pty_link:
+        device = PtyDevice(args.pty_link)
         print(f"simulating {fmt} on {args.pty_link} -> {device.slave_path}", flush=True)
+    else:
+        device = SerialDevice(args.port, args.baudrate)
     try:
         result = stream(device, sig, fmt, speed=args.speed, loop=args.loop,
                         drop_rate=args.drop_rate, garbage_rate=args.garbage_rate,

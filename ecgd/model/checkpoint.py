@@ -25,7 +25,7 @@ from ecgd.errors import CheckpointError
 from ecgd.model.net1d import Net1DSpec, expected_shapes, is_batchnorm_key
 
 # torch's legacy storage class names -> numpy dtype of their elements
-_STORAGE_DTYPES = {
+_STORAGE_DTYPES: Dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
     "DoubleStorage": np.dtype("<f8"),
     "HalfStorage": np.dtype("<f2"),

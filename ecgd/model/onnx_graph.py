@@ -12,14 +12,15 @@ which would differ from upstream whenever the last sample is negative.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ecgd.errors import ModelError
-from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME, Net1DSpec, blocks, expected_shapes, same_padding
+from ecgd.model.net1d import (INPUT_NAME, OUTPUT_NAME, Net1DSpec, blocks, expected_shapes,
+                              same_padding)
 
 OPSET = 17
 LAYOUTS = ("conv2d", "conv1d")
@@ -44,7 +45,7 @@ class _GraphBuilder:
         return name
 
     def node(self, op: str, inputs: Sequence[str], stem: str, output: str = "",
-             **attrs: object) -> str:
+             **attrs: Any) -> str:
         output = output or self.fresh(stem)
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=output, **attrs))
         return output
@@ -58,6 +59,7 @@ class _GraphBuilder:
         bias = np.asarray(self.weights[f"{key}.conv.bias"], dtype=np.float32)
         kernel = weight.shape[-1]
         left, right = same_padding(length, stride, kernel)
+        attrs: Dict[str, Any]
         if self.layout == "conv2d":
             weight = weight[:, :, np.newaxis, :]
             attrs = dict(kernel_shape=[1, kernel], strides=[1, stride], pads=[0, left, 0, right])
@@ -132,9 +134,10 @@ def build_graph(spec: Net1DSpec, weights: Mapping[str, np.ndarray], *,
             zeros_before = [0] * (2 + spatial_pad)
             right = [0] * (1 + spatial_pad) + [block.stride - 1]
             shortcut = g.pad(shortcut, zeros_before + right)
-            pool_attrs = (dict(kernel_shape=[1, block.stride], strides=[1, block.stride])
-                          if layout == "conv2d"
-                          else dict(kernel_shape=[block.stride], strides=[block.stride]))
+            pool_attrs: Dict[str, Any] = (
+                dict(kernel_shape=[1, block.stride], strides=[1, block.stride])
+                if layout == "conv2d"
+                else dict(kernel_shape=[block.stride], strides=[block.stride]))
             shortcut = g.node("MaxPool", [shortcut], "shortcut_pool", **pool_attrs)
         if block.out_channels != block.in_channels:
             extra = block.out_channels - block.in_channels

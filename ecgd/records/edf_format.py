@@ -199,7 +199,8 @@ def _start_time(header: _Header) -> Tuple[Optional[dt.datetime], Optional[str]]:
     day, month, year = (int(part) for part in match.groups())
     year += 1900 if year >= 85 else 2000
     try:
-        start = dt.datetime(year, month, day, *(int(part) for part in clock.groups()))
+        hour, minute, second = (int(part) for part in clock.groups())
+        start = dt.datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None, "start date/time is not a valid calendar time"
     return start.replace(tzinfo=dt.timezone.utc), None

@@ -163,7 +163,10 @@ class SerialSource:
     def _deliver(self, data: bytes, arrival_s: float) -> bool:
         """Decode ``data``, cut windows, queue them; True if it held any samples."""
         had_samples = False
-        for event in self._decoder.feed(data):
+        decoder = self._decoder
+        if decoder is None:  # no session open: nothing can be decoded
+            return had_samples
+        for event in decoder.feed(data):
             if isinstance(event, SampleBlock):
                 had_samples = True
                 if self._windower is None:
