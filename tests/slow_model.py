@@ -62,6 +62,7 @@ def write_slow_model(reference_manifest: Path, out_dir: Path, iterations: int,
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", n_labels])],
         initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # as ecgd's own builder: loadable by older ONNX Runtime releases
     onnx.checker.check_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / f"{name}.onnx"
