@@ -467,3 +467,21 @@ def test_crashed_stage_exits_non_zero_and_keeps_the_input(appliance, daemons,
     assert "stage_crashed" in daemon.log_text()
     assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 2
     assert len(appliance.report_files()) == 1
+
+
+def test_check_creates_nothing(appliance, tmp_path: Path) -> None:
+    """`ecgd check` only looks: run as root before the first start it must not create the
+    service's folders (they would belong to root); an uncreatable folder is a problem."""
+    result = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config",
+                             str(appliance.config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not appliance.reports.exists() and not appliance.incoming.exists()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should go")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(appliance.config.read_text().replace(
+        f'dir = "{appliance.reports}"', f'dir = "{blocker / "reports"}"'))
+    result = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert f"[reports] dir: {blocker} is not a directory" in result.stdout
