@@ -30,7 +30,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+import traceback
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import sdnotify
 
@@ -57,6 +58,41 @@ _DEFAULT_WATCHDOG_S = 30.0
 # How long a blocked stage waits before it looks at the stop/abort flags again (not a poll
 # of the sources: those wake the prepare stage through an event at once).
 _RECHECK_S = 0.5
+_CAUSE_LINE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT_LINE = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _traceback_without_messages(exc: BaseException) -> str:
+    """The traceback of ``exc`` and of the exceptions chained to it, each exception shown
+    by its type alone (an OSError also by its errno and strerror).
+
+    Messages are left out because they can hold a path (an OSError's file names, a
+    RecordError naming its file), and a path under processing_dir ends in the name the input
+    was dropped under, which may hold a patient identifier. The frames still show where.
+    """
+    chain: List[Tuple[BaseException, str]] = []
+    seen: Set[int] = set()
+    current: Optional[BaseException] = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE_LINE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT_LINE
+        else:
+            current = None
+    parts: List[str] = []
+    for item, link in reversed(chain):
+        if item.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_tb(item.__traceback__))
+        what = type(item).__qualname__
+        if isinstance(item, OSError) and item.errno is not None:
+            what += f": [Errno {item.errno}] {item.strerror}"
+        parts.append(what + "\n" + link)
+    return "".join(parts)
 
 
 @dataclasses.dataclass
@@ -377,8 +413,9 @@ class Daemon:
                 body()
             except StageAborted:
                 pass  # another stage crashed and logged it
-            except Exception:
-                self.log.exception("stage_crashed", stage=name)
+            except Exception as exc:
+                self.log.error("stage_crashed", stage=name,
+                               exception=_traceback_without_messages(exc))
                 self._stage_crashed = True
                 self._abort.set()
                 self.stop_event.set()
@@ -447,8 +484,9 @@ class Daemon:
                 self._fail(claimed, str(exc))
                 return
             job = Job(prepared, claimed, started)
-        except Exception:  # a bug must not kill the appliance: quarantine and go on
-            self.log.exception("input_crashed", input=claimed.name_hash)
+        except Exception as exc:  # a bug must not kill the appliance: quarantine and go on
+            self.log.error("input_crashed", input=claimed.name_hash,
+                           exception=_traceback_without_messages(exc))
             self._fail(claimed, "internal error while processing (see the journal)")
             return
         finally:
@@ -599,12 +637,12 @@ class Daemon:
         Returns False only when asked to stop before the reports could be written.
         """
         for report in reports:
-            sealed = seal(dumps_report(report).encode("utf-8"), self.recipients)
+            plaintext = dumps_report(report).encode("utf-8")
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report["report_id"] + REPORT_SUFFIX,
-                                  sealed)
+                                  seal(plaintext, self.recipients))
                     break
                 except SealError as exc:
                     if not self._seal_failing:

@@ -98,6 +98,12 @@ def load_recipient(path: Path) -> RecipientKey:
     """Load one recipient public key file; ConfigError naming the file if it is not one."""
     raw = _read_key_line(Path(path), PUBLIC_KEY_TAG)
     public_key = X25519PublicKey.from_public_bytes(raw)
+    try:
+        # a low-order point makes every agreement all-zero, which seal() cannot use
+        X25519PrivateKey.generate().exchange(public_key)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: key is a low-order X25519 point, not a usable "
+                          f"public key") from exc
     return RecipientKey(key_id=key_id_of(public_key), public_key=public_key, path=Path(path))
 
 

@@ -111,9 +111,11 @@ def seal(plaintext: bytes, recipients: Sequence[RecipientKey]) -> bytes:
         ephemeral = X25519PrivateKey.generate()
         ephemeral_public = raw_public_bytes(ephemeral.public_key())
         recipient_public = raw_public_bytes(recipient.public_key)
-        kek = _derive_kek(
-            ephemeral.exchange(recipient.public_key), ephemeral_public, recipient_public
-        )
+        try:
+            shared_secret = ephemeral.exchange(recipient.public_key)
+        except ValueError as exc:  # a low-order key (keys.py refuses them when loading)
+            raise SealError(f"recipient {recipient.key_id}: key agreement failed") from exc
+        kek = _derive_kek(shared_secret, ephemeral_public, recipient_public)
         key_id = key_id_bytes(recipient.public_key)
         wrap_nonce = secrets.token_bytes(NONCE_BYTES)
         wrapped = AESGCM(kek).encrypt(wrap_nonce, data_key, _wrap_aad(key_id))

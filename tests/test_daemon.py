@@ -485,3 +485,27 @@ def test_check_creates_nothing(appliance, tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
     assert f"[reports] dir: {blocker} is not a directory" in result.stdout
+
+
+@pytest.mark.parametrize("folder, source", [("done", "dicom"), ("failed", "garbage")])
+def test_crash_traceback_holds_no_input_name(appliance, daemons, shared_data, tmp_path,
+                                             folder, source) -> None:
+    """A crash logged with its traceback (an OSError on processing/<hash>~token/NAME, a
+    RecordError naming NAME) shows no input name; the error type is still logged."""
+    name = "MRN-4711-DOE.dcm" if source == "dicom" else "MRN-4712-DOE.xml"
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    target = appliance.done if folder == "done" else appliance.failed
+    shutil.rmtree(target)
+    target.write_bytes(b"not a folder")
+    if source == "dicom":
+        appliance.drop(shared_data / "dicom" / "waveform_ecg.dcm", name)
+    else:
+        garbage = tmp_path / "garbage.xml"
+        garbage.write_bytes(b"<not-an-ecg/>")
+        appliance.drop(garbage, name)
+    assert daemon.process.wait(60) == 1
+    log = daemon.log_text()
+    assert "stage_crashed" in log and "NotADirectoryError" in log
+    assert "MRN-471" not in log
+    assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Dict
@@ -135,6 +136,36 @@ def test_tensor_reaching_past_its_storage_is_refused(tmp_path):
             zf.writestr(name, data)
     with pytest.raises(CheckpointError, match="forged.pth: .*past its storage"):
         load_checkpoint(forged, ECGFOUNDER_12LEAD)
+
+
+@pytest.mark.parametrize("target, reason", [
+    ("/data/", "bomb.pth: storage .* holds 268435456 bytes"),
+    ("/byteorder", "bomb.pth: byteorder record is larger than"),
+])
+def test_zip_bomb_member_is_refused_before_inflating(tmp_path, target, reason):
+    """A storage or byteorder member declaring far more bytes than it may hold is refused
+    unread (peak memory stays far below its 256 MiB)."""
+    checkpoint = _save(tmp_path, _cheap_state(expected_shapes(ECGFOUNDER_12LEAD)))
+    with zipfile.ZipFile(checkpoint) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    bomb = tmp_path / "bomb.pth"
+    chunk = bytes(16 * 1024 * 1024)
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            if target not in name:
+                zf.writestr(name, data)
+                continue
+            with zf.open(name, "w", force_zip64=True) as member:
+                for _ in range(16):  # 256 MiB of zeros, ~256 KiB deflated
+                    member.write(chunk)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=reason):
+            load_checkpoint(bomb, ECGFOUNDER_12LEAD)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 64 * 1024 * 1024
 
 
 @pytest.mark.parametrize("text, reason", [

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import shutil
+import tracemalloc
+import zipfile
 from pathlib import Path
 from typing import List
 
@@ -149,6 +152,13 @@ def test_header_shorter_than_data_refused(ludb_copy: Path) -> None:
         read_recording(ludb_copy, LIMIT_BYTES)
 
 
+def test_header_without_signal_lines_refused(ludb_copy: Path) -> None:
+    """A record line declaring 12 signals with no signal lines is a RecordError, not a crash."""
+    ludb_copy.write_text(ludb_copy.read_text().splitlines()[0] + "\n")
+    with pytest.raises(RecordError, match=r"^1\.hea: header declares 12 signals but has 0"):
+        read_recording(ludb_copy, LIMIT_BYTES)
+
+
 def test_header_longer_than_data_refused(ludb_copy: Path) -> None:
     """A header declaring more samples than the .dat holds is refused as truncated."""
     _edit_header_length(ludb_copy, 6000)
@@ -260,6 +270,42 @@ def test_csv_bad_input_refused(tmp_path: Path, comment: str, header: str, rows: 
     """Each malformed CSV gives one RecordError naming the file and the reason."""
     path = _write_csv(tmp_path / "bad.csv", comment, header, rows)
     with pytest.raises(RecordError, match=r"^bad\.csv: .*" + reason):
+        read_recording(path, LIMIT_BYTES)
+
+
+def test_csv_peak_memory_stays_proportionate(tmp_path: Path) -> None:
+    """An 8 MiB CSV of short values reads with a peak well under 16x its size (a list of
+    Python floats per row costs ~30x)."""
+    row = ",".join(["0"] * 12) + "\n"
+    path = tmp_path / "dense.csv"
+    path.write_text("# fs_hz=500, units=mV\n" + ",".join(STANDARD_LEADS) + "\n"
+                    + row * (8 * 1024 * 1024 // len(row)))
+    tracemalloc.start()
+    try:
+        recording = read_recording(path, LIMIT_BYTES)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert recording.samples_mv.shape == (12, 8 * 1024 * 1024 // len(row))
+    assert peak_bytes < 16 * path.stat().st_size
+
+
+def test_npz_declaring_a_huge_shape_is_refused_unread(tmp_path: Path) -> None:
+    """A .npy header declaring terabytes over a few hundred bytes of data is a RecordError,
+    not a MemoryError from allocating the declared shape."""
+    path = tmp_path / "forged.npz"
+    np.savez(path, signal=np.zeros((12, 50)), fs_hz=np.array(500.0),
+             lead_names=np.array(list(STANDARD_LEADS)), units=np.array("mV"))
+    with zipfile.ZipFile(path) as archive:
+        members = {member: archive.read(member) for member in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (12, 10 ** 11)})
+    members["signal.npy"] = header.getvalue() + bytes(12 * 50 * 8)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    with pytest.raises(RecordError, match=r"^forged\.npz: member signal\.npy declares"):
         read_recording(path, LIMIT_BYTES)
 
 

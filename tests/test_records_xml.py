@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -307,6 +308,17 @@ def test_philips_invalid_base64_is_refused(shared_data: Path, tmp_path: Path) ->
         philips.read(path, MAX_BYTES)
 
 
+@pytest.mark.parametrize("duration", ["-11000", "0", "1e12", "1e300"])
+def test_philips_implausible_lead_length_is_refused(shared_data: Path, tmp_path: Path,
+                                                   duration: str) -> None:
+    """A hostile durationperchannel is a RecordError, not a huge or negative allocation."""
+    path = _edited_copy(shared_data / "philips-xml" / "129DYPRG.XML", tmp_path,
+                        r'durationperchannel="11000"', f'durationperchannel="{duration}"',
+                        encoding="utf-8")
+    with pytest.raises(RecordError, match=r"129DYPRG\.XML: .*(durationperchannel|XLI)"):
+        philips.read(path, MAX_BYTES)
+
+
 # ---------------------------------------------------------------- XLI internals
 
 def _undelta_like_c(deltas: np.ndarray, first_delta: int) -> np.ndarray:
@@ -358,6 +370,25 @@ def test_lzw_expands_what_an_encoder_compressed() -> None:
     rng = np.random.default_rng(3)
     data = b"a" * 50 + rng.integers(0, 40, size=6000).astype(np.uint8).tobytes()
     assert xli.expand_lzw(_compress_lzw(data)) == data
+
+
+def test_lzw_bomb_expands_only_what_the_lead_needs() -> None:
+    """A chunk of repeated longest-entry codes (~600x expansion) is not expanded past the
+    2 * n_samples bytes the lead needs."""
+    codes = [65] + list(range(256, 1023)) + [1022] * 100_000 + [1023]
+    bits = np.array([int(b) for code in codes[:800] for b in format(code, "010b")]
+                    + [int(b) for b in format(1022, "010b")] * (len(codes) - 801)
+                    + [int(b) for b in format(1023, "010b")], dtype=np.uint8)
+    stream = np.packbits(bits).tobytes()
+    payload = xli._HEADER.pack(len(stream), 1, 0) + stream
+    tracemalloc.start()
+    try:
+        leads = xli.decode_leads(payload, n_leads=1, n_samples=5500)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert leads.shape == (1, 5500)
+    assert peak_bytes < 8 * 1024 * 1024
 
 
 def test_lzw_code_past_the_table_is_corrupt() -> None:

@@ -219,6 +219,8 @@ def test_private_key_matches_public_key_id(key_sets) -> None:
         (b"ecgd-x25519-public-v1 AAAA\n", "3 bytes, expected 32"),
         (b"ecgd-x25519-public-v1 " + b"A" * 43 + b"=\n\n", "not an ecgd key file"),
         (b"\xff\xfe", "not ASCII"),
+        (b"ecgd-x25519-public-v1 " + b"A" * 43 + b"=\n", "low-order X25519 point"),
+        (b"ecgd-x25519-public-v1 AQ" + b"A" * 41 + b"=\n", "low-order X25519 point"),
     ],
 )
 def test_bad_public_key_file_is_config_error(tmp_path, content: bytes, reason: str) -> None:
@@ -391,3 +393,14 @@ def test_decrypt_command_unreadable_file_exits_1(tmp_path, capsys, key_sets) -> 
     args = argparse.Namespace(key=key_sets[0]["private"], files=[tmp_path / "gone.ecgd"])
     assert decrypt_command.run(args) == 1
     assert capsys.readouterr().err.startswith(f"ecgd: {tmp_path / 'gone.ecgd'}: cannot read")
+
+
+def test_seal_to_a_low_order_key_is_seal_error(tmp_path) -> None:
+    """A recipient key that makes X25519 fail is a SealError (retried, logged), not a crash."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+    from ecgd.keys import RecipientKey
+
+    weak = X25519PublicKey.from_public_bytes(bytes(32))
+    with pytest.raises(SealError, match="key agreement failed"):
+        seal(b"{}", [RecipientKey(key_id="00" * 8, public_key=weak, path=tmp_path / "k")])

@@ -417,3 +417,22 @@ def test_wake_event_is_set_when_an_input_becomes_ready(spool_config):
         assert item is not None and item.primary.name == "rec.xml"
     finally:
         spool.stop()
+
+
+def test_inputs_with_the_longest_names_are_quarantined_with_their_error_file(make_spool,
+                                                                             spool_config):
+    """A 255-byte input name still gets its error file in failed/ (fail() and refusal)."""
+    spool = make_spool(max_input_bytes=100)
+    names = ["a" * 251 + ".xml", "b" * 251 + ".xml"]
+    for name, data in zip(names, (b"<x/>", b"<x/>" * 100)):  # the second one is oversized
+        temp = spool_config.dir / ".drop.tmp"
+        temp.write_bytes(data)
+        os.rename(temp, spool_config.dir / name)
+    claimed = take(spool)
+    assert claimed.original_name == names[0]
+    placed = spool.fail(claimed, "not an ECG")
+    assert placed == (spool_config.failed_dir / names[0],)
+    assert wait_for(lambda: (spool_config.failed_dir / names[1]).exists())
+    documents = [json.loads(path.read_text()) for path in error_files(spool_config.failed_dir)]
+    assert sorted(document["input"] for document in documents) == names
+    assert all(len(path.name.encode()) <= 255 for path in spool_config.failed_dir.iterdir())

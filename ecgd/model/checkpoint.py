@@ -38,6 +38,7 @@ _STORAGE_DTYPES: Dict[str, np.dtype] = {
     "BoolStorage": np.dtype("?"),
 }
 _MAX_PICKLE_BYTES = 64 * 1024 * 1024
+_MAX_BYTEORDER_BYTES = 64
 _MAX_TENSOR_ELEMENTS = 1 << 31
 _CONVERTIBLE_DTYPES = ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage")
 
@@ -89,6 +90,11 @@ class _Archive:
         dtype = _STORAGE_DTYPES[ref.kind]
         name = f"{self.prefix}data/{ref.key}"
         try:
+            # the declared size, checked before inflating: a member can expand ~1000x
+            declared_bytes = self.zf.getinfo(name).file_size
+            if declared_bytes != ref.numel * dtype.itemsize:
+                raise CheckpointError(f"{self.source}: storage {name} holds {declared_bytes} "
+                                      f"bytes, expected {ref.numel * dtype.itemsize}")
             raw = self.zf.read(name)
         except KeyError as exc:
             raise CheckpointError(f"{self.source}: storage {name} is missing") from exc
@@ -231,8 +237,11 @@ def _open_archive(path: Path) -> Tuple[zipfile.ZipFile, str, bytes]:
         if zf.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
             raise CheckpointError(f"{source}: data.pkl is larger than "
                                   f"{_MAX_PICKLE_BYTES} bytes; refused")
-        byteorder = zf.read(prefix + "byteorder") if prefix + "byteorder" in zf.namelist() \
-            else b"little"
+        has_byteorder = prefix + "byteorder" in zf.namelist()
+        if has_byteorder and zf.getinfo(prefix + "byteorder").file_size > _MAX_BYTEORDER_BYTES:
+            raise CheckpointError(f"{source}: byteorder record is larger than "
+                                  f"{_MAX_BYTEORDER_BYTES} bytes; refused")
+        byteorder = zf.read(prefix + "byteorder") if has_byteorder else b"little"
         if byteorder.strip() != b"little":
             raise CheckpointError(f"{source}: big-endian checkpoints are not supported")
         data = zf.read(pickles[0])

@@ -30,6 +30,7 @@ sampling rate, lead names or units.
 """
 from __future__ import annotations
 
+import array
 import math
 import re
 import zipfile
@@ -151,7 +152,9 @@ def _read_text(path: Path, max_bytes: int) -> str:
 
 def _parse_rows(lines: Sequence[str], first_line: int, n_columns: int, name: str) -> np.ndarray:
     """Parse data lines into float64 ``[n, n_columns]``; blank lines are skipped."""
-    rows: List[List[float]] = []
+    # packed doubles, 8 bytes a value: a list of float objects costs ~30x the text
+    values = array.array("d")
+    n_rows = 0
     for offset, line in enumerate(lines):
         if not line.strip():
             continue
@@ -161,10 +164,11 @@ def _parse_rows(lines: Sequence[str], first_line: int, n_columns: int, name: str
             raise RecordError(f"{name}: line {line_no}: {len(cells)} values, header has "
                               f"{n_columns} columns")
         try:
-            rows.append([float(cell) for cell in cells])
+            values.extend([float(cell) for cell in cells])
         except ValueError as exc:
             raise RecordError(f"{name}: line {line_no}: a value is empty or not a number") from exc
-    return np.array(rows, dtype=np.float64).reshape(len(rows), n_columns)
+        n_rows += 1
+    return np.frombuffer(values, dtype=np.float64).reshape(n_rows, n_columns)
 
 
 def _load_npz(path: Path, max_bytes: int) -> Dict[str, np.ndarray]:
@@ -173,6 +177,8 @@ def _load_npz(path: Path, max_bytes: int) -> Dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             unpacked_bytes = sum(member.file_size for member in archive.infolist())
+            if unpacked_bytes <= max_bytes:
+                _check_declared_sizes(archive, name)
     except (zipfile.BadZipFile, OSError) as exc:
         raise RecordError(f"{name}: not a NumPy .npz archive: {exc}") from exc
     if unpacked_bytes > max_bytes:
@@ -193,6 +199,27 @@ def _load_npz(path: Path, max_bytes: int) -> Dict[str, np.ndarray]:
                           f"{_one_line(exc)}") from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise RecordError(f"{name}: unreadable .npz archive: {_one_line(exc)}") from exc
+
+
+def _check_declared_sizes(archive: zipfile.ZipFile, name: str) -> None:
+    """Refuse a member whose .npy header declares more bytes than the member holds: numpy
+    allocates the declared shape before it reads a byte."""
+    for member in archive.infolist():
+        if not member.filename.endswith(".npy"):
+            continue
+        try:
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _fortran_order, dtype = read_header(handle)
+        except ValueError as exc:
+            raise RecordError(f"{name}: unreadable .npz member header: "
+                              f"{_one_line(exc)}") from exc
+        declared_bytes = math.prod(shape) * dtype.itemsize
+        if declared_bytes > member.file_size:
+            raise RecordError(f"{name}: member {member.filename} declares {declared_bytes} "
+                              f"bytes of data but holds {member.file_size}; refused")
 
 
 def _string_list(array: np.ndarray, key: str, name: str) -> List[str]:

@@ -50,7 +50,12 @@ def read(path: Path, max_bytes: int) -> Recording:
     resolution_uv = _resolution_uv(signal, waveforms, source)
     names = _lead_names(signal, waveforms, version, source)
     duration_ms = parse_number(waveforms.get("durationperchannel"), "durationperchannel", source)
-    n_samples = int(round(duration_ms * fs_hz / 1000.0))
+    samples_per_lead = duration_ms * fs_hz / 1000.0
+    # the decoded int16 leads may not outgrow the input limit (XLI expands ~600x)
+    if not 2 <= samples_per_lead <= max_bytes / (2 * len(names)):
+        raise RecordError(f"{source}: durationperchannel {duration_ms:g} ms at {fs_hz:g} Hz "
+                          f"is not a plausible lead length; refused")
+    n_samples = int(round(samples_per_lead))
     counts = _decode(waveforms, len(names), n_samples, source)
     samples_mv = (_rebuild_limb_leads(counts) * (resolution_uv * 1e-3)).astype(np.float32)
     samples_mv, calibration = _trim_calibration(samples_mv, fs_hz, resolution_uv, source)

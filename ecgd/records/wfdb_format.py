@@ -93,6 +93,9 @@ def _read_header(record_base: Path, name: str) -> wfdb.Record:
         raise RecordError(f"{name}: multi-segment WFDB records are not supported")
     if not header.n_sig:
         raise RecordError(f"{name}: header declares no signals")
+    if not header.file_name or len(header.file_name) != header.n_sig:
+        raise RecordError(f"{name}: header declares {header.n_sig} signals but has "
+                          f"{len(header.file_name or [])} signal lines")
     if not header.fs or not math.isfinite(header.fs) or header.fs <= 0:
         raise RecordError(f"{name}: header sampling rate {header.fs!r} is not a positive number")
     if any(spf not in (None, 1) for spf in header.samps_per_frame):

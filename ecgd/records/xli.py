@@ -18,7 +18,7 @@ Written from the format description in sixlettervariables/sierra-ecg-tools (MIT)
 from __future__ import annotations
 
 import struct
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -39,6 +39,8 @@ def decode_leads(payload: bytes, n_leads: int, n_samples: int) -> np.ndarray:
     Values are the file's raw counts (multiply by its resolution for microvolts). Chunks
     after ``n_leads`` (recorders may append unused channels) are ignored.
     """
+    if n_samples < 2:
+        raise XliError(f"{n_samples} samples per lead declared; at least 2 are needed")
     leads = np.empty((n_leads, n_samples), dtype=np.int16)
     offset = 0
     for lead in range(n_leads):
@@ -50,7 +52,8 @@ def decode_leads(payload: bytes, n_leads: int, n_samples: int) -> np.ndarray:
             raise XliError(f"lead {lead + 1}: chunk of {n_bytes} bytes overruns the payload")
         stream = payload[offset:offset + n_bytes]
         offset += n_bytes
-        codes = expand_lzw(stream)
+        # LZW expands up to ~600x: never expand past what the lead needs
+        codes = expand_lzw(stream, max_bytes=2 * n_samples)
         if len(codes) < 2 * n_samples:
             raise XliError(f"lead {lead + 1}: {len(codes) // 2} samples decoded, "
                            f"{n_samples} expected")
@@ -59,8 +62,15 @@ def decode_leads(payload: bytes, n_leads: int, n_samples: int) -> np.ndarray:
     return leads
 
 
-def expand_lzw(stream: bytes) -> bytes:
-    """Expand a 10-bit, MSB-first LZW stream (no clear code; code 1023 ends it)."""
+def expand_lzw(stream: bytes, max_bytes: Optional[int] = None) -> bytes:
+    """Expand a 10-bit, MSB-first LZW stream (no clear code; code 1023 ends it).
+
+    With ``max_bytes``, expansion stops once that many bytes are out (the result may run
+    up to one table entry, at most 1023 bytes, past it).
+    """
+    if max_bytes is not None:
+        # every code yields at least one byte: codes past the first max_bytes are never used
+        stream = stream[:(max_bytes * _CODE_BITS + 7) // 8 + 2]
     bits = np.unpackbits(np.frombuffer(stream, dtype=np.uint8))
     n_codes = len(bits) // _CODE_BITS
     weights = 1 << np.arange(_CODE_BITS - 1, -1, -1)
@@ -70,8 +80,9 @@ def expand_lzw(stream: bytes) -> bytes:
     table: List[bytes] = [bytes((value,)) for value in range(256)]
     previous = table[int(codes[0])]
     out = [previous]
+    out_bytes = len(previous)
     for code in codes[1:].tolist():
-        if code == _END_CODE:
+        if code == _END_CODE or (max_bytes is not None and out_bytes >= max_bytes):
             break
         if code < len(table):
             entry = table[code]
@@ -83,6 +94,7 @@ def expand_lzw(stream: bytes) -> bytes:
         if len(table) <= _LAST_TABLE_CODE:
             table.append(previous + entry[:1])
         out.append(entry)
+        out_bytes += len(entry)
         previous = entry
     return b"".join(out)
 

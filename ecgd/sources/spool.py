@@ -74,6 +74,8 @@ _WFDB_DATA_SUFFIXES = (".dat", ".mat")
 _NAME_HASH_HEX = 12
 _MIN_EMBEDDED_NAME_CHARS = 3
 _MAX_NAME_BYTES = 255
+# write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
+_ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
 _EVENT_QUEUE_MAX = 10000
 _CLAIM_BACKOFF_INITIAL_S = 1.0
 _CLAIM_BACKOFF_MAX_S = 300.0
@@ -448,7 +450,7 @@ class Spool:
         try:
             placed = self._place([(path, path.name) for path in claimed.files],
                                  Path(self._config.failed_dir), claimed.name_hash,
-                                 (claimed.files[0].name + ERROR_SUFFIX,))
+                                 (_error_file_name(claimed.files[0].name),))
             self._write_error_file(placed[0], reason, claimed.original_name, claimed.name_hash)
             self._remove_claim_dir(claimed)
         except OSError as exc:
@@ -834,7 +836,7 @@ class Spool:
         try:
             if pairs:
                 placed = self._place(pairs, Path(self._config.failed_dir), name_hash,
-                                     (pairs[0][1] + ERROR_SUFFIX,))
+                                     (_error_file_name(pairs[0][1]),))
                 self._write_error_file(placed[0], reason, names[0], name_hash)
         except OSError as exc:
             self._back_off(names, name_hash, exc, "input_refuse_failed")
@@ -912,7 +914,7 @@ class Spool:
             "name_hash": name_hash,
         }
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("ascii")
-        write_durable(placed_primary.parent, placed_primary.name + ERROR_SUFFIX, data)
+        write_durable(placed_primary.parent, _error_file_name(placed_primary.name), data)
 
     def _recover_folder(self, folder: Path) -> Optional[ClaimedInput]:
         files = sorted(child for child in folder.iterdir() if child.is_file()
@@ -986,6 +988,13 @@ def _record_line(path: Path) -> str:
     except OSError as exc:
         raise RecordError(f"{path.name}: cannot read header: {exc.strerror}") from exc
     return ""
+
+
+def _error_file_name(name: str) -> str:
+    """``NAME.error.json``, NAME shortened so that the temporary name it is written under
+    stays within 255 bytes (a long input name must not stop its quarantine)."""
+    stem = name.encode("utf-8", "surrogateescape")[:_ERROR_STEM_MAX_BYTES]
+    return stem.decode("utf-8", "ignore") + ERROR_SUFFIX
 
 
 def _not_regular_reason(path: Path) -> str:
