@@ -67,15 +67,25 @@ def key_id_of(public_key: X25519PublicKey) -> str:
     return key_id_bytes(public_key).hex()
 
 
-def _read_key_line(path: Path, tag: str) -> bytes:
-    """Read ``<tag> <base64>`` from ``path``; return the 32 decoded bytes or raise ConfigError."""
+def read_key_file(path: Path, what: str = "key") -> bytes:
+    """The bytes of a small key file; ConfigError naming it if unreadable or not small.
+
+    Key files are a few dozen bytes: anything over ``_KEY_FILE_MAX_BYTES`` is not read whole.
+    """
     try:
         with open(path, "rb") as handle:
             content = handle.read(_KEY_FILE_MAX_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read key: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
     if len(content) > _KEY_FILE_MAX_BYTES:
-        raise ConfigError(f"{path}: not an ecgd key file (larger than {_KEY_FILE_MAX_BYTES} bytes)")
+        raise ConfigError(f"{path}: not an ecgd {what} file (larger than "
+                          f"{_KEY_FILE_MAX_BYTES} bytes)")
+    return content
+
+
+def _read_key_line(path: Path, tag: str) -> bytes:
+    """Read ``<tag> <base64>`` from ``path``; return the 32 decoded bytes or raise ConfigError."""
+    content = read_key_file(path)
     try:
         text = content.decode("ascii")
     except UnicodeDecodeError as exc:

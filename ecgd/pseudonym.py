@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
+from ecgd.keys import read_key_file
 
 PSEUDONYM_KEY_MIN_BYTES = 32
 # A key file is one short line; a bigger file is a mistake and is not read whole.
-_KEY_FILE_MAX_BYTES = 1024
 _HEX_LINE = re.compile(rb"([0-9a-fA-F]+)\n?")
 
 
@@ -72,11 +72,4 @@ def load_pseudonym_key(config: PrivacyConfig) -> bytes:
     ConfigError naming the file if it is missing, unreadable, short or malformed.
     """
     path = pseudonym_key_path(config)
-    try:
-        with open(path, "rb") as handle:
-            content = handle.read(_KEY_FILE_MAX_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read pseudonym key: {exc.strerror or exc}") from exc
-    if len(content) > _KEY_FILE_MAX_BYTES:
-        raise ConfigError(f"{path}: pseudonym key file is larger than {_KEY_FILE_MAX_BYTES} bytes")
-    return parse_pseudonym_key(content, str(path))
+    return parse_pseudonym_key(read_key_file(path, "pseudonym key"), str(path))

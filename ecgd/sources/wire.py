@@ -82,7 +82,23 @@ def frame_lead_names(n_leads: int) -> Tuple[str, ...]:
     return EIGHT_LEADS if n_leads == 8 else STANDARD_LEADS
 
 
-class CytonDecoder:
+class _Decoder:
+    """What every decoder keeps: unconsumed bytes and the counters the source reports."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._skipped = 0  # garbage bytes since the last good packet (a resync pending)
+        self.garbage_bytes = 0
+        self.dropped_frames = 0
+        self.malformed_lines = 0
+        self.lost_samples = 0
+
+    def _skip(self, n_bytes: int) -> None:
+        self.garbage_bytes += n_bytes
+        self._skipped += n_bytes
+
+
+class CytonDecoder(_Decoder):
     """OpenBCI Cyton 33-byte packets -> 8-channel blocks at 250 Hz (millivolts).
 
     Counters: ``garbage_bytes`` skipped while scanning for a packet, ``dropped_frames``
@@ -93,15 +109,10 @@ class CytonDecoder:
     def __init__(self, lead_names: Sequence[str] = EIGHT_LEADS, gain: int = 24) -> None:
         if len(lead_names) != CYTON_CHANNELS:
             raise ValueError(f"openbci-cyton needs {CYTON_CHANNELS} lead names")
+        super().__init__()
         self.lead_names = tuple(lead_names)
         self._mv_per_count = cyton_volts_per_count(gain) * 1000.0
-        self._buffer = bytearray()
         self._last_counter: Optional[int] = None
-        self._skipped = 0
-        self.garbage_bytes = 0
-        self.dropped_frames = 0
-        self.malformed_lines = 0
-        self.lost_samples = 0
 
     def feed(self, data: bytes) -> List[Event]:
         """Decode ``data`` appended to any partial packet kept from the previous call."""
@@ -136,10 +147,6 @@ class CytonDecoder:
         del buf[:pos]
         return events
 
-    def _skip(self, n_bytes: int) -> None:
-        self.garbage_bytes += n_bytes
-        self._skipped += n_bytes
-
     def _gap_before(self, counter: int) -> Optional[Gap]:
         last, skipped = self._last_counter, self._skipped
         self._last_counter, self._skipped = counter, 0
@@ -165,7 +172,7 @@ class CytonDecoder:
         run.clear()
 
 
-class FrameDecoder:
+class FrameDecoder(_Decoder):
     """``ecgd-frame`` binary frames -> blocks in millivolts with lead-off flags.
 
     Counters: ``garbage_bytes`` skipped (bad CRC, impossible header, noise),
@@ -173,13 +180,8 @@ class FrameDecoder:
     """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        super().__init__()
         self._last_sequence: Optional[int] = None
-        self._skipped = 0
-        self.garbage_bytes = 0
-        self.dropped_frames = 0
-        self.malformed_lines = 0
-        self.lost_samples = 0
 
     def feed(self, data: bytes) -> List[Event]:
         """Decode ``data`` appended to any partial frame kept from the previous call."""
@@ -236,10 +238,6 @@ class FrameDecoder:
         del buf[:pos]
         return events
 
-    def _skip(self, n_bytes: int) -> None:
-        self.garbage_bytes += n_bytes
-        self._skipped += n_bytes
-
     def _gap_before(self, sequence: int, n_samples: int) -> Optional[Gap]:
         last, skipped = self._last_sequence, self._skipped
         self._last_sequence, self._skipped = sequence, 0
@@ -268,7 +266,7 @@ class FrameDecoder:
         run.clear()
 
 
-class TextDecoder:
+class TextDecoder(_Decoder):
     """ASCII lines of comma-separated values, one sample per line -> blocks in millivolts.
 
     ``units`` is ``mv``, ``uv`` or ``counts`` (``lsb_uv`` microvolts per count). Bytes up to
@@ -281,15 +279,11 @@ class TextDecoder:
                  lsb_uv: float = 1.0) -> None:
         if len(lead_names) not in (8, 12):
             raise ValueError("text format needs 8 or 12 lead names")
+        super().__init__()
         self.lead_names = tuple(lead_names)
         self.fs_hz = float(fs_hz)
         self._mv_per_unit = lsb_uv * 1e-3 if units == "counts" else _TEXT_UNIT_TO_MV[units]
-        self._buffer = bytearray()
         self._synced = False
-        self.garbage_bytes = 0
-        self.dropped_frames = 0
-        self.malformed_lines = 0
-        self.lost_samples = 0
 
     def feed(self, data: bytes) -> List[Event]:
         """Decode the complete lines in ``data`` plus any partial line kept from before."""
