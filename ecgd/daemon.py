@@ -313,6 +313,7 @@ class Daemon:
         self._seal_failing = False
         self._patient_failing = False
         self._abort = threading.Event()
+        self._sources_stopped = threading.Event()
         self._stage_crashed = False
         self._fail_lock = threading.Lock()
         batch_max = config.model.batch_max
@@ -366,6 +367,9 @@ class Daemon:
             if self.serial is not None:
                 self.serial.stop()
             self.spool.stop()
+            # Sources first, then the stages: a window cut while stopping is still sealed.
+            self._sources_stopped.set()
+            self._wake.set()
             # In pipeline order: each stage ends after draining what the previous one left.
             for stage in self._stages:
                 stage.join()
@@ -444,7 +448,8 @@ class Daemon:
                     self._prepare_live(live)
                     continue
                 if self.stop_event.is_set():
-                    if live_idle or self.live_queue is None or len(self.live_queue) == 0:
+                    if self.live_queue is None or (self._sources_stopped.is_set()
+                                                   and len(self.live_queue) == 0):
                         return
                     # Draining: wait for the live window in flight, then take the next.
                     self._wake.wait(_RECHECK_S)
