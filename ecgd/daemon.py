@@ -456,7 +456,9 @@ class Daemon:
                     continue
                 item = self.spool.next_ready(timeout_s=0)
                 if item is not None:
+                    self._busy_since["prepare"] = time.monotonic()  # a hung rename counts
                     taken = self.spool.claim(item)
+                    self._busy_since["prepare"] = None
                     if taken is not None:
                         self._prepare_claimed(taken)
                     continue
