@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ecgd import durable
+from ecgd.bounded_read import FileTooLargeError, read_bounded
 from ecgd.errors import ConfigError
 
 PUBLIC_KEY_TAG = "ecgd-x25519-public-v1"
@@ -73,14 +74,12 @@ def read_key_file(path: Path, what: str = "key") -> bytes:
     Key files are a few dozen bytes: anything over ``_KEY_FILE_MAX_BYTES`` is not read whole.
     """
     try:
-        with open(path, "rb") as handle:
-            content = handle.read(_KEY_FILE_MAX_BYTES + 1)
+        return read_bounded(path, _KEY_FILE_MAX_BYTES)
+    except FileTooLargeError as exc:
+        raise ConfigError(f"{path}: not an ecgd {what} file (larger than "
+                          f"{_KEY_FILE_MAX_BYTES} bytes)") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
-    if len(content) > _KEY_FILE_MAX_BYTES:
-        raise ConfigError(f"{path}: not an ecgd {what} file (larger than "
-                          f"{_KEY_FILE_MAX_BYTES} bytes)")
-    return content
 
 
 def _read_key_line(path: Path, tag: str) -> bytes:

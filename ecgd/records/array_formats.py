@@ -40,7 +40,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from ecgd.errors import RecordError
-from ecgd.records.recording import Recording, normalize_lead_name
+from ecgd.records.recording import Recording, normalize_lead_name, read_record_bytes
 
 _MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "\u00b5v": 1e-3, "\u03bcv": 1e-3}
 _TIME_COLUMN = "time_s"
@@ -134,14 +134,8 @@ def read_npz(path: Path, max_bytes: int) -> Recording:
 
 
 def _read_text(path: Path, max_bytes: int) -> str:
-    """Read at most ``max_bytes`` bytes of UTF-8 text, refusing anything longer."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise RecordError(f"{path.name}: cannot read: {exc.strerror}") from exc
-    if len(data) > max_bytes:
-        raise RecordError(f"{path.name}: larger than the limit of {max_bytes} bytes; refused")
+    """The UTF-8 text of ``path``, refused when it holds more than ``max_bytes``."""
+    data = read_record_bytes(path, max_bytes)
     if not data.strip():
         raise RecordError(f"{path.name}: is empty")
     try:

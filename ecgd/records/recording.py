@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ecgd.bounded_read import FileTooLargeError, read_bounded
 from ecgd.errors import RecordError
 
 STANDARD_LEADS: Tuple[str, ...] = (
@@ -132,3 +134,14 @@ _DERIVATIONS = {
     "aVL": lambda i, ii: i - ii / 2.0,
     "aVF": lambda i, ii: ii - i / 2.0,
 }
+
+
+def read_record_bytes(path: Path, max_bytes: int) -> bytes:
+    """All bytes of the recording file ``path``; RecordError naming it when it holds more
+    than ``max_bytes`` (refused from its size, unread) or cannot be read."""
+    try:
+        return read_bounded(path, max_bytes)
+    except FileTooLargeError as exc:
+        raise RecordError(f"{path.name}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise RecordError(f"{path.name}: cannot read: {exc.strerror}") from exc

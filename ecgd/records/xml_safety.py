@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import os
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -24,6 +23,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeElementTree
 
 from ecgd.errors import RecordError
+from ecgd.records.recording import read_record_bytes
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -54,7 +54,7 @@ def parse_xml(path: Path, max_bytes: int) -> ElementTree.Element:
     well-formed, or declares entities / an internal DTD subset / external references.
     """
     path = Path(path)
-    data = _read_limited(path, max_bytes)
+    data = read_record_bytes(path, max_bytes)
     parser = _SafeParser()
     try:
         parser.feed(data)
@@ -150,20 +150,3 @@ def acquisition_time(moment: dt.datetime, text: str) -> Tuple[Optional[dt.dateti
 def _readable(path: str) -> str:
     """An ElementTree path without namespace URIs, for error messages."""
     return re.sub(r"\{[^}]*\}", "", path)
-
-
-def _read_limited(path: Path, max_bytes: int) -> bytes:
-    """Read the whole file, refusing (unread) one larger than ``max_bytes``."""
-    try:
-        size_bytes = os.stat(path).st_size
-        if size_bytes > max_bytes:
-            raise RecordError(f"{path.name}: {size_bytes} bytes exceeds the limit of "
-                              f"{max_bytes} bytes; refused unread")
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise RecordError(f"{path.name}: cannot read: {exc.strerror}") from exc
-    if len(data) > max_bytes:
-        raise RecordError(f"{path.name}: grew past the limit of {max_bytes} bytes while "
-                          f"being read; refused")
-    return data
