@@ -8,7 +8,7 @@ from ecgd.errors import ModelError
 from ecgd.model.build import build_reference
 from ecgd.model.manifest import load_manifest
 from ecgd.model.net1d import ECGFOUNDER_12LEAD, count_parameters
-from ecgd.model.session import ModelSession
+from ecgd.model.session import ModelSession, session_options
 from model_helpers import cinc_windows
 
 
@@ -58,3 +58,11 @@ def test_build_without_labels_uses_placeholders_and_is_deterministic(tmp_path,
         "ecgfounder-reference.json", "ecgfounder-reference.onnx"]
     # labels live in the manifest, so the same seed gives a byte-identical graph
     assert manifest.onnx_sha256 == load_manifest(reference_manifest).onnx_sha256
+
+
+def test_fp32_sessions_skip_weight_prepacking_and_int8_sessions_keep_it():
+    """Prepacking copies fp32 weights (+42 MiB) for no speed; INT8 kernels need it (2x)."""
+    assert session_options(2, "fp32").get_session_config_entry(
+        "session.disable_prepacking") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        session_options(2, "int8").get_session_config_entry("session.disable_prepacking")

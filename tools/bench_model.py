@@ -72,8 +72,9 @@ def prepare(folder: Path, calibration: Path) -> dict:
     }}
 
 
-def measure_one(path: str, window_path: str, runs: int) -> dict:
-    """In this (fresh) process: load + latency at 1 and 2 threads, then peak RSS."""
+def measure_one(path: str, window_path: str, precision: str, runs: int) -> dict:
+    """In this (fresh) process: load + latency at 1 and 2 threads, then peak RSS; ONNX
+    graphs run with the session options ecgd uses for ``precision``."""
     window = np.load(window_path)
     results = {}
     for threads in (1, 2):
@@ -93,13 +94,10 @@ def measure_one(path: str, window_path: str, runs: int) -> dict:
                 with torch.no_grad():
                     model(x)
         else:
-            import onnxruntime as ort
-
-            from ecgd.model.session import session_options
+            from ecgd.model.session import start_session
 
             start = time.perf_counter()
-            session = ort.InferenceSession(path, session_options(threads),
-                                           providers=["CPUExecutionProvider"])
+            session = start_session(path, threads, precision)
             load_s = time.perf_counter() - start
 
             def infer() -> None:
@@ -134,10 +132,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--calibration", type=Path,
                         default=REPO.parent / "shared" / "data" / "cinc2021")
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "WINDOW"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "WINDOW", "PRECISION"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one[0], args.one[1], args.runs)))
+        print(json.dumps(measure_one(*args.one, runs=args.runs)))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="ecgd-bench-") as tmp:
@@ -150,7 +149,8 @@ def main() -> int:
         rows = {}
         for name, path in configs.items():
             proc = subprocess.run([sys.executable, __file__, "--runs", str(args.runs),
-                                   "--one", path, str(Path(tmp) / "window.npy")],
+                                   "--one", path, str(Path(tmp) / "window.npy"),
+                                   "int8" if name.startswith("int8") else "fp32"],
                                   capture_output=True, text=True, check=True)
             rows[name] = json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -25,7 +25,7 @@ from ecgd.errors import EcgdError, ModelError, RecordError
 from ecgd.model.build import write_model
 from ecgd.model.manifest import Manifest, load_manifest, write_atomic
 from ecgd.model.net1d import INPUT_NAME
-from ecgd.model.session import session_options
+from ecgd.model.session import start_session
 
 HELD_OUT_EVERY = 4  # every 4th recording (by sorted name) is held out from calibration
 TOP_K = 5
@@ -190,10 +190,8 @@ def quantize_static_int8(manifest_path: Path, calibration: np.ndarray, held_out:
             raise ModelError(f"{manifest.path.name}: static quantization failed "
                              f"({str(exc).splitlines()[0][:200]})") from exc
 
-    options = session_options(threads)
-    fp32 = ort.InferenceSession(str(manifest.onnx_path), options,
-                                providers=["CPUExecutionProvider"])
-    int8 = ort.InferenceSession(int8_bytes, options, providers=["CPUExecutionProvider"])
+    fp32 = start_session(str(manifest.onnx_path), threads, "fp32")
+    int8 = start_session(int8_bytes, threads, "int8")
     held_out = held_out.astype(np.float32)
     fp32_logits = fp32.run(None, {INPUT_NAME: held_out})[0]
     int8_logits = int8.run(None, {INPUT_NAME: held_out})[0]

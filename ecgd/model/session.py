@@ -13,6 +13,10 @@ overhead on a 2-to-4-core appliance). Measured on the 2-core development machine
 Net1D, batch 4): NCHWc keeps a second, re-laid-out copy of every convolution weight
 (+140 MB resident: session 321 MB instead of 183 MB) for 13% faster fp32 inference, and
 nothing for INT8 (16% slower there); memory decides (the fp32 daemon peaked at 564 MB).
+Weight prepacking is off for fp32 only: for the fp32 Conv2d graph it is a further copy of
+the weights (-42 MiB peak without it, 314 -> 272 MiB in one process) for no measurable
+speed (11.5 ms batch 1, 9.2 ms/window batch 4, with or without); INT8 QLinearConv kernels
+repack every run without it (2x slower), so INT8 keeps it.
 The CPU memory arena is off: it keeps the largest batch's activations reserved for good
 (peak +40 MB at batch 16) for a 2% speed difference.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, List, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -31,8 +35,8 @@ from ecgd.model.manifest import Manifest, load_manifest
 from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
 
 
-def session_options(threads: int) -> ort.SessionOptions:
-    """The ORT options every ecgd session (and the benchmark) uses."""
+def session_options(threads: int, precision: str) -> ort.SessionOptions:
+    """The ORT options every ecgd session uses for a model of ``precision`` (fp32, int8)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
@@ -40,11 +44,21 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3  # ORT's own warnings would bypass ecgd's structured log
     options.enable_cpu_mem_arena = False
+    if precision == "fp32":
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
 
 # Graph transformers left out of every session (see the module docstring for the numbers).
 DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
+def start_session(model: Union[str, bytes], threads: int,
+                  precision: str) -> ort.InferenceSession:
+    """ONNX Runtime on ``model`` (a path or the file's bytes) as ecgd runs every model."""
+    return ort.InferenceSession(model, session_options(threads, precision),
+                                providers=["CPUExecutionProvider"],
+                                disabled_optimizers=DISABLED_OPTIMIZERS)
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -66,15 +80,14 @@ def _identity(info: os.stat_result) -> Tuple[int, int, int, int]:
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def _start_session(fd: int, options: ort.SessionOptions) -> ort.InferenceSession:
+def _start_session_on_fd(fd: int, threads: int, precision: str) -> ort.InferenceSession:
     """ONNX Runtime on the open file ``fd`` (by its /proc path: no copy in Python)."""
     fd_path = f"/proc/self/fd/{fd}"
     if os.path.exists(fd_path):
-        model: Any = fd_path
+        model: Union[str, bytes] = fd_path
     else:  # no /proc (not Linux): hand over the bytes of the same open file
         model = os.pread(fd, os.fstat(fd).st_size, 0)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=DISABLED_OPTIMIZERS)
+    return start_session(model, threads, precision)
 
 
 def _check_io(name: str, args: List[Any], expected: List[Any], what: str, source: str) -> None:
@@ -123,7 +136,7 @@ class ModelSession:
                 raise ModelError(f"{source}: sha256 of {model_name} does not match "
                                  f"the manifest (file altered or replaced)")
             try:
-                session = _start_session(fd, session_options(threads))
+                session = _start_session_on_fd(fd, threads, manifest.precision)
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
                 raise ModelError(f"{source}: {model_name} is not a loadable ONNX "
                                  f"model ({str(exc).splitlines()[0][:200]})") from exc
