@@ -32,15 +32,19 @@ def _require(condition: bool, section: str, key: str, reason: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which model to run and how many ONNX Runtime threads it gets."""
+    """Which model to run, how many ONNX Runtime threads each inference gets and how many
+    inferences run at once."""
 
     manifest: Path = Path("/var/lib/ecgd/models/ecgfounder.json")
     threads: int = 2
     batch_max: int = 4
+    inference_workers: int = 1
 
     def __post_init__(self) -> None:
         _require(1 <= self.threads <= 64, "model", "threads", "must be between 1 and 64")
         _require(1 <= self.batch_max <= 256, "model", "batch_max", "must be between 1 and 256")
+        _require(1 <= self.inference_workers <= 16, "model", "inference_workers",
+                 "must be between 1 and 16")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ Threads and their hand-offs::
         |  StageQueue (bounded in windows, live first)
         v
     infer: every waiting window, up to [model] batch_max, in one ONNX Runtime call
+        |  ([model] inference_workers of these, each on its own batch)
         |  StageQueue (bounded)
         v
     write: seal -> durable write -> input moved to done (strictly after its reports)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -308,7 +310,7 @@ class Daemon:
             self.live_queue = _WakingWindowQueue(config.serial.queue_windows, self._wake)
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
-        self._recovered: List[ClaimedInput] = []
+        self._recovered: Deque[ClaimedInput] = collections.deque()
         self._live_windows_cut = 0  # every window the live source cut, dropped ones included
         self._seal_failing = False
         self._patient_failing = False
@@ -328,9 +330,17 @@ class Daemon:
         self._to_write = StageQueue(2 * batch_max, self._abort)
         # stage name -> monotonic time it started its current item (None: waiting)
         self._busy_since: Dict[str, Optional[float]] = {}
-        self._stages = [self._stage_thread("prepare", self._prepare_until_stopped),
-                        self._stage_thread("infer", self._infer_until_drained),
-                        self._stage_thread("write", self._write_until_drained)]
+        n_workers = config.model.inference_workers
+        infer_stages = (["infer"] if n_workers == 1
+                        else [f"infer-{k}" for k in range(1, n_workers + 1)])
+        # Inference workers still running: the last one to end closes the writer's stream.
+        self._infer_running = len(infer_stages)
+        self._infer_running_lock = threading.Lock()
+        self._stages = [self._stage_thread("prepare", self._prepare_until_stopped)]
+        self._stages += [self._stage_thread(name, functools.partial(self._infer_until_drained,
+                                                                    name))
+                         for name in infer_stages]
+        self._stages.append(self._stage_thread("write", self._write_until_drained))
         watchdog_usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog_s = int(watchdog_usec) / 1e6 if watchdog_usec else _DEFAULT_WATCHDOG_S
 
@@ -339,7 +349,7 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT, drain, return the exit code."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self._recovered = self.spool.recover()
+        self._recovered = collections.deque(self.spool.recover())
         self.spool.start()
         if self.serial is not None:
             self.serial.start()
@@ -349,6 +359,8 @@ class Daemon:
             self.log.info("daemon_started", version=__version__,
                           model=self.analyzer.manifest.name,
                           precision=self.analyzer.manifest.precision,
+                          inference_workers=self.config.model.inference_workers,
+                          threads=self.config.model.threads,
                           recovered_inputs=len(self._recovered),
                           live_source=self.serial is not None, host=self.host.summary())
             self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
@@ -428,14 +440,12 @@ class Daemon:
         return threading.Thread(target=run_stage, name=f"ecgd-{name}")
 
     def _prepare_until_stopped(self) -> None:
-        """Take recovered inputs, then live windows before spool inputs, until stopped;
-        on stop, drain the live windows already queued. Ends the stream for the next stage.
+        """Take live windows first, then inputs recovered from a previous run, then new
+        spool inputs, until stopped; on stop, drain the live windows already queued (a
+        recovered input not taken yet stays in processing for the next start). Ends the
+        stream for the next stage.
         """
         try:
-            for claimed in self._recovered:
-                if self.stop_event.is_set():
-                    return
-                self._prepare_claimed(claimed)
             while True:
                 # Cleared before looking, so a window or file arriving after the look
                 # makes the wait below return at once.
@@ -453,6 +463,9 @@ class Daemon:
                         return
                     # Draining: wait for the live window in flight, then take the next.
                     self._wake.wait(_RECHECK_S)
+                    continue
+                if self._recovered:
+                    self._prepare_claimed(self._recovered.popleft())
                     continue
                 item = self.spool.next_ready(timeout_s=0)
                 if item is not None:
@@ -544,8 +557,13 @@ class Daemon:
             self._patient_failing = False
         return pseudonymize(patient_id, self.pseudonym_key) if patient_id else None
 
-    def _infer_until_drained(self) -> None:
-        """Infer every job waiting (up to batch_max windows) together, until the end mark."""
+    def _infer_until_drained(self, stage: str) -> None:
+        """Infer every job waiting (up to batch_max windows) together, until the end mark.
+
+        With several inference workers each runs this loop on its own batches; the end mark
+        is passed on to the next worker, and the last worker to end closes the writer's
+        stream. Jobs may then reach the writer out of order: each is written on its own.
+        """
         batch_max = self.config.model.batch_max
         ended = False
         while not ended:
@@ -563,17 +581,22 @@ class Daemon:
                     break
                 jobs.append(job)
                 windows += len(job.prepared.model_inputs())
-            self._busy_since["infer"] = time.monotonic()
+            self._busy_since[stage] = time.monotonic()
             try:
                 self._infer_jobs(jobs)
             finally:
-                self._busy_since["infer"] = None
+                self._busy_since[stage] = None
                 if any(job.live for job in jobs):
                     self._live_idle.set()
                     self._wake.set()
             for job in jobs:
                 self._to_write.put(job)
-        self._to_write.put(None)
+        self._to_infer.put(None)  # for the other workers
+        with self._infer_running_lock:
+            self._infer_running -= 1
+            last = self._infer_running == 0
+        if last:
+            self._to_write.put(None)
 
     def _infer_jobs(self, jobs: List[Job]) -> None:
         """Reports for ``jobs``, inferred in shared batches. A refused batch is retried input

@@ -55,6 +55,7 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[bogus]\n", "[bogus]: unknown section"),
     ("[model]\nthreads = \"2\"\n", "[model] threads: must be an integer"),
     ("[model]\nthreads = 0\n", "[model] threads: must be between 1 and 64"),
+    ("[model]\ninference_workers = 0\n", "[model] inference_workers: must be between 1 and 16"),
     ("[preprocess]\nmains_hz = 55\n", "[preprocess] mains_hz: must be 50 or 60"),
     ("[window]\nstride_s = 20.0\n", "[window] stride_s: must be in (0, seconds]"),
     ("[qc]\nquality_score_min = 1.5\n", "[qc] quality_score_min: must be between 0 and 1"),

@@ -247,6 +247,38 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     assert daemon.terminate() == 0
 
 
+def test_two_inference_workers_drain_a_backlog_and_stop_cleanly(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """[model] inference_workers = 2: a backlog dropped at once, SIGTERM part-way, restart:
+    every input done once with one report, nothing left in processing, exit 0 both times."""
+    appliance.config.write_text(appliance.config.read_text().replace(
+        "threads = 1\n", "threads = 1\ninference_workers = 2\n", 1))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    inputs = _distinct_ludb_inputs(shared_data, staging, 40)
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    started = [json.loads(line) for line in daemon.log_text().splitlines()
+               if '"daemon_started"' in line]
+    assert started and started[0]["inference_workers"] == 2
+    appliance.incoming.mkdir(parents=True, exist_ok=True)
+    for path in inputs:  # all at once, as a vendor's resend would arrive
+        os.rename(path, appliance.incoming / path.name)
+    wait_for(lambda: len(appliance.names_in(appliance.done)) >= 10, 120, "10 inputs done")
+    assert daemon.terminate() == 0
+    assert appliance.names_in(appliance.processing) == []
+    assert len(appliance.report_files()) == len(appliance.names_in(appliance.done))
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 40, 120, "all 40 inputs done")
+    reports = appliance.decrypted_reports()
+    assert len({r["report_id"] for r in reports}) == len(reports) == 40
+    assert {r["source"]["file"] for r in reports} == {p.name for p in inputs}
+    wait_for(lambda: _windows_in_status(daemon.notify.last("STATUS")) >= 1, 10, "STATUS=")
+    assert daemon.terminate() == 0
+    assert appliance.names_in(appliance.failed) == []
+
+
 def test_no_patient_identifier_reaches_logs_reports_or_file_names(
         appliance, daemons, shared_data, tmp_path) -> None:
     """Known identifiers in DICOM, XML and WFDB inputs appear nowhere: logs, reports, names."""
