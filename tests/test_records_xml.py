@@ -249,6 +249,25 @@ def test_cardiosoft_resolution_comes_from_the_file(shared_data: Path, tmp_path: 
     np.testing.assert_allclose(doubled.samples_mv, 2 * original.samples_mv, rtol=1e-6)
 
 
+@pytest.mark.parametrize("module, relative, pattern, message", [
+    (hl7_aecg, "hl7-aecg/Example aECG.xml", r"(<digits>\s*-?\d+)",
+     r"lead \S+ digits are not integers"),
+    (ge_cardiosoft, "ge-cardiosoft-xml/example-XML1.xml",
+     r'(<StripData>.*?<WaveformData lead="I">\s*-?\d+)', r"lead I samples are not integers"),
+])
+@pytest.mark.parametrize("bad_token", ["1.5", "x", "99999999999999999999999"])
+def test_non_integer_or_out_of_range_samples_are_refused(shared_data: Path, tmp_path: Path,
+                                                         module: object, relative: str,
+                                                         pattern: str, message: str,
+                                                         bad_token: str) -> None:
+    """One bad sample token among thousands refuses the file with one line naming the lead."""
+    source = shared_data / relative
+    separator = " " if module is hl7_aecg else ","
+    path = _edited_copy(source, tmp_path, pattern, r"\g<1>" + separator + bad_token)
+    with pytest.raises(RecordError, match=rf"^{re.escape(source.name)}: {message}"):
+        module.read(path, MAX_BYTES)  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------- Philips
 
 @pytest.mark.parametrize("name", PHILIPS_FILES)
