@@ -17,6 +17,8 @@ Written from the format description in sixlettervariables/sierra-ecg-tools (MIT)
 """
 from __future__ import annotations
 
+import math
+
 import struct
 from typing import List, Optional
 
@@ -78,21 +80,24 @@ def expand_lzw(stream: bytes, max_bytes: Optional[int] = None) -> bytes:
     if n_codes == 0 or codes[0] > 255:
         raise XliError("LZW stream does not start with a literal code")
     table: List[bytes] = [bytes((value,)) for value in range(256)]
+    table_size = len(table)  # kept in a local: this loop runs once per code
+    limit_bytes = max_bytes if max_bytes is not None else math.inf
     previous = table[int(codes[0])]
     out = [previous]
     out_bytes = len(previous)
     for code in codes[1:].tolist():
-        if code == _END_CODE or (max_bytes is not None and out_bytes >= max_bytes):
+        if code == _END_CODE or out_bytes >= limit_bytes:
             break
-        if code < len(table):
+        if code < table_size:
             entry = table[code]
-        elif code == len(table):
+        elif code == table_size:
             # the code being defined right now: previous string + its own first byte
             entry = previous + previous[:1]
         else:
-            raise XliError(f"LZW code {code} refers past the table ({len(table)} entries)")
-        if len(table) <= _LAST_TABLE_CODE:
+            raise XliError(f"LZW code {code} refers past the table ({table_size} entries)")
+        if table_size <= _LAST_TABLE_CODE:
             table.append(previous + entry[:1])
+            table_size += 1
         out.append(entry)
         out_bytes += len(entry)
         previous = entry
