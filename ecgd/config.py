@@ -75,7 +75,7 @@ class PreprocessConfig:
 class QcConfig:
     """Signal-quality thresholds, applied per lead to the raw millivolt signal.
 
-    Calibrated on the 100 LUDB records in ../shared/data and on NSTDB noise (see ecgd.quality):
+    Calibrated on the 100 LUDB records in ../shared/data and on NSTDB noise (see ecgd.signal.quality):
     - saturation_fraction_max: fraction of samples in clipped runs of clip_run_min_samples or
       more at the lead's extremes above which the lead is saturated;
     - flatline_variance_min_mv2 / flatline_window_s: a lead is flat when some stretch of

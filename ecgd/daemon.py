@@ -41,19 +41,19 @@ from ecgd import __version__
 from ecgd.config import Config
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
-from ecgd.keys import RecipientKey, load_recipients
+from ecgd.security.keys import RecipientKey, load_recipients
 from ecgd.logs import get_logger
 from ecgd.model.session import ModelSession
 from ecgd.patient import PatientStore
 from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
-from ecgd.pseudonym import load_pseudonym_key, pseudonymize
+from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report, utc_timestamp
-from ecgd.sealing import ensure_private_dir, seal, write_durable
+from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
-from ecgd.windowing import LiveWindow, WindowQueue
+from ecgd.sources.windowing import LiveWindow, WindowQueue
 
 REPORT_SUFFIX = ".ecgr"
 _DEFAULT_WATCHDOG_S = 30.0

@@ -18,13 +18,13 @@ from scipy.special import expit
 from ecgd.config import QcConfig, WindowConfig
 from ecgd.errors import ConfigError
 from ecgd.model.session import ModelSession
-from ecgd.preprocess import make_preprocessor
-from ecgd.quality import assess_window
+from ecgd.signal.preprocess import make_preprocessor
+from ecgd.signal.quality import assess_window
 from ecgd.records.recording import Recording, arrange_standard_leads
 from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, make_report_id,
                          utc_timestamp)
-from ecgd.resample import resample_to
-from ecgd.rpeaks import detect_r_peaks, rhythm_measurements
+from ecgd.signal.resample import resample_to
+from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 
 _NO_MEASUREMENTS: Dict[str, Any] = {"heart_rate_bpm": None, "rr_ms": [],
                                     "rr_irregularity": None}

@@ -17,9 +17,9 @@ import pytest
 
 from daemon_harness import DaemonProcess, wait_for
 from ecgd.daemon import Job, StageAborted, StageQueue
-from ecgd.keys import generate_keys, load_private_key
+from ecgd.security.keys import generate_keys, load_private_key
 from ecgd.report import SCHEMA_PATH
-from ecgd.sealing import unseal
+from ecgd.security.seal import unseal
 
 jsonschema = pytest.importorskip("jsonschema")
 

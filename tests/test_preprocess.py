@@ -8,7 +8,7 @@ import pytest
 from scipy import signal
 
 from ecgd.errors import ModelError
-from ecgd.preprocess import (PROFILE_DEFAULTS, ZeroPhaseFilter, make_preprocessor, mains_snr_db,
+from ecgd.signal.preprocess import (PROFILE_DEFAULTS, ZeroPhaseFilter, make_preprocessor, mains_snr_db,
                              row_percentiles)
 
 wfdb = pytest.importorskip("wfdb")

@@ -9,8 +9,8 @@ import pytest
 
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
-from ecgd.keys import generate_keys
-from ecgd.pseudonym import load_pseudonym_key, pseudonymize
+from ecgd.security.keys import generate_keys
+from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 
 KEY = bytes(range(32))
 

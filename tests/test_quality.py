@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ecgd.config import QcConfig
-from ecgd.quality import assess_window
+from ecgd.signal.quality import assess_window
 from ecgd.records.recording import STANDARD_LEADS
-from ecgd.resample import resample_to
+from ecgd.signal.resample import resample_to
 
 wfdb = pytest.importorskip("wfdb")
 
@@ -180,7 +180,7 @@ def test_flat_stretch_inside_a_lead(ludb: Dict[str, np.ndarray]) -> None:
 
 def test_flat_bound_agrees_with_exact_sliding_variance(ludb: Dict[str, np.ndarray]) -> None:
     """With the threshold just above / below a lead's lowest 1-s variance, it is / is not flat."""
-    from ecgd.quality import _flat_samples
+    from ecgd.signal.quality import _flat_samples
 
     window_samples = 500
     for name in ("1", "20", "91"):
@@ -196,7 +196,7 @@ def test_flat_bound_agrees_with_exact_sliding_variance(ludb: Dict[str, np.ndarra
 @pytest.mark.parametrize("run", [2, 3, 4, 5, 7, 8, 13])
 def test_clipped_runs_of_any_length(run: int) -> None:
     """Samples are marked exactly when they sit in a run of at least ``run`` True samples."""
-    from ecgd.quality import _runs_at_least
+    from ecgd.signal.quality import _runs_at_least
 
     mask = np.random.default_rng(run).random((3, 400)) < 0.7
     expected = np.zeros_like(mask)

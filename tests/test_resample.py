@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ecgd.errors import RecordError
-from ecgd.resample import resample_to
+from ecgd.signal.resample import resample_to
 
 RATES_HZ = [100.0, 128.0, 250.0, 360.0, 500.0, 800.0, 1000.0]
 

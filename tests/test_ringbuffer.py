@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ecgd.ringbuffer import RingBuffer
+from ecgd.sources.ringbuffer import RingBuffer
 
 
 def _ramp(start, n, leads=3):

@@ -19,7 +19,7 @@ from ecgd.config import SerialConfig, WindowConfig
 from ecgd.records.reader import read_recording
 from ecgd.sources import wire
 from ecgd.sources.serial_source import SerialSource
-from ecgd.windowing import WindowQueue
+from ecgd.sources.windowing import WindowQueue
 
 SPEED = 20.0
 

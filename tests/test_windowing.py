@@ -10,7 +10,7 @@ import pytest
 
 from ecgd.records.reader import read_recording
 from ecgd.sources.wire import Gap, SampleBlock
-from ecgd.windowing import Windower, WindowQueue
+from ecgd.sources.windowing import Windower, WindowQueue
 
 NAMES = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 

@@ -61,12 +61,12 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from baseline import BaselinePipeline, write_conv1d_model  # noqa: E402
 from ecgd.config import QcConfig  # noqa: E402
-from ecgd.keys import generate_keys, load_private_key  # noqa: E402
+from ecgd.security.keys import generate_keys, load_private_key  # noqa: E402
 from ecgd.model.manifest import load_manifest  # noqa: E402
-from ecgd.quality import assess_window  # noqa: E402
+from ecgd.signal.quality import assess_window  # noqa: E402
 from ecgd.records.reader import read_recording  # noqa: E402
 from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads  # noqa: E402
-from ecgd.sealing import unseal  # noqa: E402
+from ecgd.security.seal import unseal  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 PARTS = ("baseline", "latency", "backlog", "live", "startup", "agreement")

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO))
 def _windows(calibration: Path, count: int) -> np.ndarray:
     """Real preprocessed windows when the folder is there, seeded noise otherwise."""
     if calibration.is_dir():
-        from ecgd.preprocess import PROFILE_DEFAULTS
-        from ecgd.preprocess import make_preprocessor
+        from ecgd.signal.preprocess import PROFILE_DEFAULTS
+        from ecgd.signal.preprocess import make_preprocessor
         from ecgd.records.reader import read_recording
 
         pre = make_preprocessor("ecgfounder", PROFILE_DEFAULTS["ecgfounder"], 500.0, 50)

@@ -26,10 +26,10 @@ import numpy as np
 from scipy import ndimage, signal
 
 from ecgd.config import QcConfig
-from ecgd.preprocess import make_preprocessor
-from ecgd.quality import assess_window
+from ecgd.signal.preprocess import make_preprocessor
+from ecgd.signal.quality import assess_window
 from ecgd.records.recording import STANDARD_LEADS
-from ecgd.rpeaks import detect_r_peaks
+from ecgd.signal.beats import detect_r_peaks
 
 FS_HZ = 500.0
 MAINS_HZ = 50

@@ -27,7 +27,7 @@ from ecgd.logs import configure_logging
 from ecgd.records.reader import read_recording
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.wire import make_decoder
-from ecgd.windowing import Windower, WindowQueue
+from ecgd.sources.windowing import Windower, WindowQueue
 
 DEFAULT_RECORD = Path(__file__).resolve().parents[2] / "shared/data/cinc2021/E07500.hea"
 

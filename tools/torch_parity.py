@@ -38,7 +38,7 @@ def main() -> int:
     from ecgd.model.checkpoint import load_checkpoint
     from ecgd.model.net1d import ECGFOUNDER_12LEAD
     from ecgd.model.session import ModelSession
-    from ecgd.preprocess import make_preprocessor
+    from ecgd.signal.preprocess import make_preprocessor
     from ecgd.records.reader import read_recording
     from model_helpers import upstream_checkpoint
     from torch_net1d import Net1D

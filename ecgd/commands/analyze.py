@@ -11,7 +11,7 @@ from ecgd.config import Config, load_config
 from ecgd.errors import RecordError
 from ecgd.model.session import ModelSession
 from ecgd.pipeline import Analyzer, SourceInfo
-from ecgd.pseudonym import load_pseudonym_key, pseudonymize
+from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256, recording_files
 from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ecgd.errors import TamperedError
-from ecgd.keys import load_private_key
-from ecgd.sealing import unseal
+from ecgd.security.keys import load_private_key
+from ecgd.security.seal import unseal
 
 EXIT_UNREADABLE = 1
 # Sealed reports are kilobytes; a far larger file is not one and is not read whole.

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgd.keys import generate_keys, load_recipient
+from ecgd.security.keys import generate_keys, load_recipient
 
 
 def register(subparsers: Any) -> None:

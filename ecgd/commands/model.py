@@ -129,7 +129,7 @@ def _check_graph(manifest_path: Path) -> str:
 def _windows(path: Path, config: Config, manifest, preprocess) -> np.ndarray:
     from ecgd.records.reader import read_recording
     from ecgd.records.recording import arrange_standard_leads
-    from ecgd.resample import resample_to
+    from ecgd.signal.resample import resample_to
 
     recording = read_recording(path, config.limits.max_input_bytes)
     leads = arrange_standard_leads(recording, manifest.lead_names)
@@ -146,7 +146,7 @@ def _windows(path: Path, config: Config, manifest, preprocess) -> np.ndarray:
 
 def run_verify(args: argparse.Namespace) -> int:
     from ecgd.model.session import ModelSession
-    from ecgd.preprocess import make_preprocessor
+    from ecgd.signal.preprocess import make_preprocessor
 
     config = _config(args)
     print(_check_graph(args.manifest))

@@ -33,7 +33,7 @@ from ecgd.config import LimitsConfig
 from ecgd.errors import RecordError, SourceError
 from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS, Recording, arrange_standard_leads
-from ecgd.resample import resample_to
+from ecgd.signal.resample import resample_to
 from ecgd.sources import wire
 
 CYTON_BANNER = (b"OpenBCI V3 8-16 channel\nOn Board ADS1299 Device ID: 0x3E\n"

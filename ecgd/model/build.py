@@ -28,7 +28,7 @@ from ecgd.model.manifest import (
 )
 from ecgd.model.net1d import ECGFOUNDER_12LEAD, Net1DSpec, architecture_dict
 from ecgd.model.onnx_graph import build_graph, random_weights
-from ecgd.preprocess import PROFILE_DEFAULTS
+from ecgd.signal.preprocess import PROFILE_DEFAULTS
 from ecgd.records.recording import STANDARD_LEADS
 
 DEFAULT_PROFILE = "ecgfounder"

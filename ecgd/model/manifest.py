@@ -29,7 +29,7 @@ from ecgd import durable
 from ecgd.errors import ModelError
 from ecgd.model.net1d import Net1DSpec, spec_from_dict
 from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
-from ecgd.preprocess import PROFILE_DEFAULTS
+from ecgd.signal.preprocess import PROFILE_DEFAULTS
 from ecgd.records.recording import STANDARD_LEADS
 
 FORMAT_VERSION = 1

@@ -49,10 +49,10 @@ def collect_windows(folder: Path, manifest: Manifest, mains_hz: int, max_windows
     (at most ``max_windows`` in total, non-overlapping, from the start of each recording)
     and one line per file that was skipped, naming it and why.
     """
-    from ecgd.preprocess import make_preprocessor
+    from ecgd.signal.preprocess import make_preprocessor
     from ecgd.records.reader import read_recording
     from ecgd.records.recording import arrange_standard_leads
-    from ecgd.resample import resample_to
+    from ecgd.signal.resample import resample_to
 
     preprocess = make_preprocessor(manifest.preprocessing_profile,
                                    manifest.preprocessing_params, manifest.fs_hz, mains_hz)

@@ -23,7 +23,7 @@ from ecgd.config import SerialConfig, WindowConfig
 from ecgd.errors import SourceError
 from ecgd.records.recording import normalize_lead_name
 from ecgd.sources.wire import Decoder, SampleBlock, make_decoder
-from ecgd.windowing import Windower, WindowQueue
+from ecgd.sources.windowing import Windower, WindowQueue
 
 CYTON_RESET = b"v"
 CYTON_START_STREAM = b"b"

@@ -16,14 +16,14 @@ import pytest
 from ecgd.commands import decrypt as decrypt_command
 from ecgd.commands import keygen as keygen_command
 from ecgd.errors import ConfigError, SealError, TamperedError
-from ecgd.keys import (
+from ecgd.security.keys import (
     RecipientKey,
     generate_keys,
     load_private_key,
     load_recipient,
     load_recipients,
 )
-from ecgd.sealing import (
+from ecgd.security.seal import (
     ENTRY_BYTES,
     MAGIC,
     PREFIX_BYTES,
@@ -204,7 +204,7 @@ def test_generate_keys_refuses_bad_names(tmp_path, name: str) -> None:
 
 def test_private_key_matches_public_key_id(key_sets) -> None:
     """The key id of a loaded public key equals the id derived from its private key."""
-    from ecgd.keys import key_id_of
+    from ecgd.security.keys import key_id_of
 
     private_key = load_private_key(key_sets[0]["private"])
     assert key_id_of(private_key.public_key()) == load_recipient(key_sets[0]["public"]).key_id
@@ -311,7 +311,7 @@ def test_write_failing_midway_removes_temp_file(tmp_path) -> None:
         import resource, signal, sys
         from pathlib import Path
         from ecgd.errors import SealError
-        from ecgd.sealing import write_durable
+        from ecgd.security.seal import write_durable
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.RLIM_INFINITY))
         try:
@@ -399,7 +399,7 @@ def test_seal_to_a_low_order_key_is_seal_error(tmp_path) -> None:
     """A recipient key that makes X25519 fail is a SealError (retried, logged), not a crash."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-    from ecgd.keys import RecipientKey
+    from ecgd.security.keys import RecipientKey
 
     weak = X25519PublicKey.from_public_bytes(bytes(32))
     with pytest.raises(SealError, match="key agreement failed"):

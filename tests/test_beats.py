@@ -7,7 +7,7 @@ from typing import List
 import numpy as np
 import pytest
 
-from ecgd.rpeaks import detect_r_peaks, rhythm_measurements
+from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 
 wfdb = pytest.importorskip("wfdb")
 

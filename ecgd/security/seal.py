@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ecgd import durable
 from ecgd.errors import SealError, TamperedError
-from ecgd.keys import KEY_ID_BYTES, RecipientKey, key_id_bytes, raw_public_bytes
+from ecgd.security.keys import KEY_ID_BYTES, RecipientKey, key_id_bytes, raw_public_bytes
 
 MAGIC = b"ECGDSEAL"
 VERSION = 1

@@ -16,7 +16,7 @@ from typing import Any, Dict
 import numpy as np
 from scipy import ndimage, signal
 
-from ecgd.preprocess import ZeroPhaseFilter, row_means, row_percentiles
+from ecgd.signal.preprocess import ZeroPhaseFilter, row_means, row_percentiles
 
 QRS_BAND_HZ = (5.0, 20.0)
 _INTEGRATION_S = 0.15

@@ -8,7 +8,7 @@ private key lives at the reading station. Both halves are one line of text:
 
 A key's id is the first 8 bytes of SHA-256 over its 32 raw public bytes, as 16 lowercase hex
 digits; sealed containers name their recipients by it. The pseudonym key is 32 random bytes
-written as 64 lowercase hex digits and a newline (read by ``ecgd.pseudonym``).
+written as 64 lowercase hex digits and a newline (read by ``ecgd.security.pseudonym``).
 """
 from __future__ import annotations
 

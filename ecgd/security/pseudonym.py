@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
-from ecgd.keys import read_key_file
+from ecgd.security.keys import read_key_file
 
 PSEUDONYM_KEY_MIN_BYTES = 32
 # A key file is one short line; a bigger file is a mistake and is not read whole.

@@ -27,7 +27,7 @@ import time
 from typing import Deque, List, Optional, Sequence, Tuple
 
 from ecgd.records.recording import Recording
-from ecgd.ringbuffer import RingBuffer
+from ecgd.sources.ringbuffer import RingBuffer
 from ecgd.sources.wire import Event, Gap, SampleBlock
 
 

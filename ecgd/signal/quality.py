@@ -41,8 +41,8 @@ from scipy import signal
 
 from ecgd.config import QcConfig
 from ecgd.errors import RecordError
-from ecgd.preprocess import row_means, row_percentiles
-from ecgd.rpeaks import detect_r_peaks
+from ecgd.signal.preprocess import row_means, row_percentiles
+from ecgd.signal.beats import detect_r_peaks
 
 CLIP_TOLERANCE_FRACTION = 0.005   # of the lead's peak-to-peak range
 NOISE_BAND_HZ = (10.0, 45.0)
