@@ -50,12 +50,12 @@ from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report, utc_timestamp
+from ecgd.report_store import report_file_name
 from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
 
-REPORT_SUFFIX = ".ecgr"
 _DEFAULT_WATCHDOG_S = 30.0
 # How long a blocked stage waits before it looks at the stop/abort flags again (not a poll
 # of the sources: those wake the prepare stage through an event at once).
@@ -671,7 +671,7 @@ class Daemon:
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
-                    write_durable(self.config.reports.dir, report["report_id"] + REPORT_SUFFIX,
+                    write_durable(self.config.reports.dir, report_file_name(report["report_id"]),
                                   seal(plaintext, self.recipients))
                     break
                 except SealError as exc:
