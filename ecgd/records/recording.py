@@ -42,6 +42,7 @@ class Recording:
     start_time: Optional[dt.datetime] = None
     patient_id: Optional[str] = None
     metadata: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    rails_mv: Optional[np.ndarray] = None
 
     @property
     def n_samples(self) -> int:
@@ -81,6 +82,11 @@ def validate_recording(recording: Recording, source: str) -> Recording:
         raise RecordError(f"{source}: implausible sampling rate {recording.fs_hz:g} Hz")
     if not np.all(np.isfinite(samples)):
         raise RecordError(f"{source}: samples contain NaN or Inf")
+    if recording.rails_mv is not None and (
+            recording.rails_mv.shape != (samples.shape[0], 2)
+            or not np.all(recording.rails_mv[:, 0] < recording.rails_mv[:, 1])):
+        raise RecordError(f"{source}: declared digital range does not fit its "
+                          f"{samples.shape[0]} leads")
     duplicates = {n for n in recording.lead_names if recording.lead_names.count(n) > 1}
     if duplicates:
         raise RecordError(f"{source}: duplicate leads {sorted(duplicates)}")
