@@ -1,28 +1,50 @@
-"""``ecgd`` command line: argv -> command -> exit code (the codes are listed in EPILOG)."""
+"""``ecgd`` command line: argv -> command -> exit code (the codes are listed in EPILOG).
+
+Only the module of the command being run is imported, so a command starts as fast as what
+it needs allows: ``ecgd --help`` lists every command from :data:`COMMANDS` without importing
+any of them, and ``ecgd decrypt`` never loads numpy or ONNX Runtime.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
 import traceback
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from ecgd import __version__
 from ecgd.errors import EcgdError
 
 EXIT_INTERNAL = 70
 
-# Subcommand modules in the order ``ecgd --help`` lists them.
-COMMAND_MODULES = (
-    "ecgd.commands.run",
-    "ecgd.commands.check",
-    "ecgd.commands.analyze",
-    "ecgd.commands.model",
-    "ecgd.commands.keygen",
-    "ecgd.commands.decrypt",
-    "ecgd.commands.patient",
-    "ecgd.commands.simulate",
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, the module implementing it (``register(parser)`` adds its
+    options and sets ``handler``), and its line in ``ecgd --help``."""
+
+    name: str
+    module: str
+    help: str
+
+
+# Subcommands in the order ``ecgd --help`` lists them. Adding a command is one line here
+# plus its module.
+COMMANDS = (
+    Command("run", "ecgd.commands.run", "run the appliance daemon (systemd service)"),
+    Command("check", "ecgd.commands.check", "validate config, keys, directories and model"),
+    Command("status", "ecgd.commands.status", "show the running daemon's state and counters"),
+    Command("analyze", "ecgd.commands.analyze", "interpret recording files (JSON Lines)"),
+    Command("model", "ecgd.commands.model", "build, convert, verify or quantize a model"),
+    Command("keygen", "ecgd.commands.keygen", "write a recipient key pair and a pseudonym key"),
+    Command("decrypt", "ecgd.commands.decrypt",
+            "decrypt sealed reports and print their JSON, one per line"),
+    Command("patient", "ecgd.commands.patient",
+            "set, clear or show the patient connected to the live device"),
+    Command("simulate", "ecgd.commands.simulate",
+            "stream a recording as a serial ECG device would"),
 )
 
 EPILOG = """exit codes:
@@ -37,7 +59,9 @@ EPILOG = """exit codes:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``ecgd`` parser; only the ``selected`` command's module is imported to fill in
+    its options (the others are listed by name and help line only)."""
     parser = argparse.ArgumentParser(
         prog="ecgd",
         description="Bedside 12-lead ECG interpretation: recordings in, sealed reports out.",
@@ -47,18 +71,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ecgd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for command in COMMANDS:
+        if command.name == selected:
+            command_parser = subparsers.add_parser(command.name, help=command.help)
+            importlib.import_module(command.module).register(command_parser)
+        else:
+            subparsers.add_parser(command.name, help=command.help, add_help=False)
     return parser
 
 
+def selected_command(argv: Sequence[str]) -> Optional[str]:
+    """The command ``argv`` names: its first word that is not an option (``ecgd`` itself
+    takes no option with a value)."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(selected_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
     except EcgdError as exc:
-        print(f"ecgd: {exc}", file=sys.stderr)
+        for line in exc.lines():
+            print(f"ecgd: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

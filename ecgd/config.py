@@ -8,10 +8,12 @@ Every option is documented in the shipped ``etc/ecgd.toml``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import os
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from ecgd.errors import ConfigError
 
@@ -21,8 +23,17 @@ else:  # Raspberry Pi OS bookworm ships Python 3.11; bullseye (3.9) needs tomli.
     import tomli as tomllib
 
 
+class _ValueProblem(ConfigError):
+    """A bad value, naming the section and the keys it is about (so that reading can go on
+    with those keys at their defaults and find the next problem)."""
+
+    def __init__(self, section: str, keys: Tuple[str, ...], reason: str) -> None:
+        super().__init__(f"[{section}] {', '.join(keys)}: {reason}")
+        self.keys = keys
+
+
 def _fail(section: str, key: str, reason: str) -> ConfigError:
-    return ConfigError(f"[{section}] {key}: {reason}")
+    return _ValueProblem(section, (key,), reason)
 
 
 def _require(condition: bool, section: str, key: str, reason: str) -> None:
@@ -149,8 +160,10 @@ class SpoolConfig:
         _require(self.wfdb_wait_s > 0, "spool", "wfdb_wait_s", "must be positive")
         dirs = {"dir": self.dir, "done_dir": self.done_dir, "failed_dir": self.failed_dir,
                 "processing_dir": self.processing_dir}
-        if len(set(dirs.values())) != len(dirs):
-            raise ConfigError("[spool] dir, done_dir, failed_dir, processing_dir: must all differ")
+        clashing = tuple(key for key, path in dirs.items()
+                         if list(dirs.values()).count(path) > 1)
+        if clashing:
+            raise _ValueProblem("spool", clashing, "must be different folders")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,41 +311,111 @@ def _convert(section: str, key: str, hint: Any, value: Any, base_dir: Path) -> A
     raise TypeError(f"config field type {hint!r} is not supported")  # a bug, not bad input
 
 
-def _build_section(name: str, table: Any, base_dir: Path) -> Any:
+def _unknown(what: str, name: str, known: typing.Iterable[str]) -> str:
+    """``unknown key``, with the closest known name when one is close (a typo)."""
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"unknown {what}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigReading:
+    """A config as far as it could be read: ``problems`` lists every problem found, one
+    line each; ``config`` holds every good value, with each bad one at its default;
+    ``defaulted`` names what was left at its default because of a problem ("[section] key",
+    or "[section]" for a whole section). ``complete`` is False when the file could not be
+    read or parsed at all (then ``config`` is all defaults and says nothing)."""
+
+    config: Config
+    problems: Tuple[str, ...] = ()
+    defaulted: FrozenSet[str] = frozenset()
+    complete: bool = True
+
+
+def _build_section(name: str, table: Any, base_dir: Path, problems: List[str],
+                   defaulted: Set[str]) -> Any:
+    """The section's dataclass from ``table``; each problem is appended to ``problems`` and
+    its keys left at their defaults, so that one reading finds every bad value."""
     cls = _SECTIONS[name]
+    fallback = getattr(Config(), name)
     if not isinstance(table, dict):
-        raise ConfigError(f"[{name}]: must be a table")
+        problems.append(f"[{name}]: must be a table")
+        defaulted.add(f"[{name}]")
+        return fallback
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - fields)
-    if unknown:
-        raise ConfigError(f"[{name}] {unknown[0]}: unknown key")
-    values = {key: _convert(name, key, hints[key], value, base_dir) for key, value in table.items()}
-    return cls(**values)
+    values: Dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            problems.append(f"[{name}] {key}: {_unknown('key', key, fields)}")
+            continue
+        try:
+            values[key] = _convert(name, key, hints[key], value, base_dir)
+        except _ValueProblem as exc:
+            problems.append(str(exc))
+            defaulted.add(f"[{name}] {key}")
+    while True:
+        try:
+            return cls(**values)
+        except _ValueProblem as exc:
+            problems.append(str(exc))
+            defaulted.update(f"[{name}] {key}" for key in exc.keys)
+            given = [key for key in exc.keys if key in values]
+            if not given:  # a rule broken by defaults alone: nothing more to learn here
+                defaulted.add(f"[{name}]")
+                return fallback
+            for key in given:
+                del values[key]
 
 
-def parse_config(text: str, source: str = "<config>", base_dir: Optional[Path] = None) -> Config:
-    """Parse TOML text into a Config. Relative paths resolve against ``base_dir``."""
+def read_config_text(text: str, base_dir: Optional[Path] = None) -> ConfigReading:
+    """Parse TOML text into a :class:`ConfigReading`. Relative paths resolve against
+    ``base_dir`` (default: the current folder)."""
     base = base_dir if base_dir is not None else Path.cwd()
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(document) - set(_SECTIONS))
-    if unknown:
-        raise ConfigError(f"[{unknown[0]}]: unknown section")
-    sections = {name: _build_section(name, table, base) for name, table in document.items()}
-    return Config(**sections)
+        return ConfigReading(Config(), (f"not valid TOML: {exc}",), complete=False)
+    problems: List[str] = []
+    defaulted: Set[str] = set()
+    sections = {}
+    for name, table in document.items():
+        if name not in _SECTIONS:
+            problems.append(f"[{name}]: {_unknown('section', name, _SECTIONS)}")
+            continue
+        sections[name] = _build_section(name, table, base, problems, defaulted)
+    return ConfigReading(Config(**sections), tuple(problems), frozenset(defaulted))
+
+
+def parse_config(text: str, base_dir: Optional[Path] = None) -> Config:
+    """Parse TOML text into a Config; ConfigError listing every problem, one per line."""
+    reading = read_config_text(text, base_dir)
+    if reading.problems:
+        raise ConfigError(problems=reading.problems)
+    return reading.config
+
+
+def read_config(path: Path) -> ConfigReading:
+    """Read a config file, finding every problem; each problem line starts with the file's
+    full path."""
+    full_path = Path(os.path.abspath(path))
+    try:
+        text = full_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return ConfigReading(Config(), (f"{full_path}: cannot read config: "
+                                        f"{exc.strerror or exc}",), complete=False)
+    except UnicodeDecodeError:
+        return ConfigReading(Config(), (f"{full_path}: cannot read config: not UTF-8 text",),
+                             complete=False)
+    reading = read_config_text(text, base_dir=full_path.resolve().parent)
+    return dataclasses.replace(
+        reading, config=dataclasses.replace(reading.config, source_path=Path(path)),
+        problems=tuple(f"{full_path}: {problem}" for problem in reading.problems))
 
 
 def load_config(path: Path) -> Config:
-    """Load and validate a TOML config file; every problem is a one-line ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    try:
-        config = parse_config(text, str(path), base_dir=Path(path).resolve().parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    return dataclasses.replace(config, source_path=Path(path))
+    """Load and validate a TOML config file; ConfigError listing every problem, one per
+    line, each naming the file."""
+    reading = read_config(path)
+    if reading.problems:
+        raise ConfigError(problems=reading.problems)
+    return reading.config

@@ -43,9 +43,9 @@ from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
 from ecgd.security.keys import RecipientKey, load_recipients
 from ecgd.logs import get_logger
-from ecgd.model.session import ModelSession
 from ecgd.patient import PatientStore
 from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
+from ecgd.preflight import open_analyzer
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
@@ -231,56 +231,12 @@ def _prepare_directories(config: Config) -> None:
     Spool(config.spool, config.limits.max_input_bytes, get_logger(component="spool")).ensure_dirs()
 
 
-def _check_directories(config: Config) -> List[str]:
-    """What ``run`` would find wrong with its folders, without creating or changing any.
-
-    ``check`` is often run as root before the first start: folders it created would belong
-    to root and lock the service user out, so it only looks.
-    """
-    problems = []
-    folders = (("[reports] dir", config.reports.dir),
-               ("[privacy] patient_file", config.privacy.patient_file.parent),
-               ("[spool] dir", config.spool.dir),
-               ("[spool] processing_dir", config.spool.processing_dir),
-               ("[spool] done_dir", config.spool.done_dir),
-               ("[spool] failed_dir", config.spool.failed_dir))
-    for section, folder in folders:
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if existing.is_symlink() or not existing.is_dir():
-            problems.append(f"{section}: {existing} is not a directory")
-        elif not os.access(existing, os.W_OK | os.X_OK):
-            what = "is not writable" if existing == folder else f"cannot be created in {existing}"
-            problems.append(f"{section}: {folder} {what}")
-    return problems
-
-
-def _open_analyzer(config: Config) -> Analyzer:
-    session = ModelSession.open(config.model.manifest, threads=config.model.threads)
-    return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max)
-
-
-def check_config(config: Config) -> List[str]:
-    """Every problem ``run`` would refuse to start on, one line each (empty: all good)."""
-    problems = _check_directories(config)
-    for step in (lambda: load_recipients(config.reports.recipients),
-                 lambda: load_pseudonym_key(config.privacy),
-                 lambda: _open_analyzer(config)):
-        try:
-            step()
-        except EcgdError as exc:
-            problems.append(str(exc))
-    return problems
-
-
 def load_resources(config: Config) -> Resources:
     """Verify keys and directories, load the model and open its ONNX session (or raise)."""
     recipients = load_recipients(config.reports.recipients)
     pseudonym_key = load_pseudonym_key(config.privacy)
     _prepare_directories(config)
-    return Resources(_open_analyzer(config), recipients, pseudonym_key)
+    return Resources(open_analyzer(config), recipients, pseudonym_key)
 
 
 class Daemon:

@@ -6,7 +6,10 @@ edge where they happen, with ``raise ... from exc``.
 
     EcgdError                  base; ``exit_code`` is what a command exits with
       ConfigError        78    bad config or key material: refuse to start; systemd does
-                               not restart-loop (RestartPreventExitStatus=78)
+                               not restart-loop (RestartPreventExitStatus=78); may hold
+                               several problems, one line each
+      UsageError          2    the command line names something unusable (a public key
+                               where the private key is needed, ...)
       ModelError         65    bad / mismatched model, manifest or checkpoint: refuse
         CheckpointError  65    a checkpoint that is not a Net1D state dict, or unsafe
       RecordError         1    a bad input recording: report it, quarantine it, keep running
@@ -20,17 +23,37 @@ A window that fails quality control is not an error: it is a normal result
 """
 from __future__ import annotations
 
+from typing import Sequence, Tuple
+
 
 class EcgdError(Exception):
-    """Base of every error ecgd raises on purpose. ``str(err)`` is one line."""
+    """Base of every error ecgd raises on purpose. ``str(err)`` is one line per problem."""
 
     exit_code = 1
 
+    def lines(self) -> Tuple[str, ...]:
+        """One line per problem, as a command prints them."""
+        return tuple(str(self).splitlines())
+
 
 class ConfigError(EcgdError):
-    """The configuration (or key material it names) is invalid."""
+    """The configuration (or key material it names) is invalid.
+
+    ``problems`` holds every problem found (one line each), so that one run of ``ecgd
+    check`` or ``ecgd run`` names them all; a single message is one problem.
+    """
 
     exit_code = 78
+
+    def __init__(self, message: str = "", problems: Sequence[str] = ()) -> None:
+        self.problems: Tuple[str, ...] = tuple(problems) or (message,)
+        super().__init__("\n".join(self.problems))
+
+
+class UsageError(EcgdError):
+    """The command line is wrong in a way argparse cannot see (exit 2, as argparse's own)."""
+
+    exit_code = 2
 
 
 class ModelError(EcgdError):

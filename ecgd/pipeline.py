@@ -16,8 +16,8 @@ import numpy as np
 from scipy.special import expit
 
 from ecgd.config import QcConfig, WindowConfig
-from ecgd.errors import ConfigError
 from ecgd.model.session import ModelSession
+from ecgd.preflight import model_window_samples
 from ecgd.signal.preprocess import make_preprocessor
 from ecgd.signal.quality import assess_window
 from ecgd.records.recording import Recording, arrange_standard_leads
@@ -78,11 +78,7 @@ class Analyzer:
     def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
                  mains_hz: int, batch_max: int = 16) -> None:
         manifest = session.manifest
-        window_samples = int(round(window.seconds * manifest.fs_hz))
-        if window_samples != manifest.n_samples:
-            raise ConfigError(f"[window] seconds: {window.seconds:g} s at {manifest.fs_hz:g} Hz "
-                              f"is {window_samples} samples but model {manifest.name} takes "
-                              f"{manifest.n_samples}")
+        window_samples = model_window_samples(window, manifest)
         self.session = session
         self.manifest = manifest
         self.qc = qc

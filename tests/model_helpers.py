@@ -1,7 +1,6 @@
 """Helpers for the model tests: run ``ecgd model`` in-process, tiny models, torch checkpoints."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 from pathlib import Path
@@ -9,8 +8,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ecgd.commands import model as model_command
-from ecgd.errors import EcgdError
+from ecgd.cli import main
 from ecgd.model.build import write_model
 from ecgd.model.net1d import Net1DSpec
 from ecgd.model.onnx_graph import build_graph, random_weights
@@ -21,17 +19,10 @@ TINY_SPEC = Net1DSpec(filter_list=(32, 48), m_blocks_list=(1, 2), base_filters=1
 
 
 def run_model_command(argv: List[str]) -> Tuple[int, str, str]:
-    """Run ``ecgd model ARGV`` as cli.main would: (exit code, stdout, stderr)."""
-    parser = argparse.ArgumentParser(prog="ecgd")
-    model_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["model", *argv])
+    """Run ``ecgd model ARGV`` in-process through cli.main: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = int(args.handler(args))
-        except EcgdError as exc:
-            print(f"ecgd: {exc}", file=err)
-            code = exc.exit_code
+        code = main(["model", *argv])
     return code, out.getvalue(), err.getvalue()
 
 

@@ -59,7 +59,8 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[preprocess]\nmains_hz = 55\n", "[preprocess] mains_hz: must be 50 or 60"),
     ("[window]\nstride_s = 20.0\n", "[window] stride_s: must be in (0, seconds]"),
     ("[qc]\nquality_score_min = 1.5\n", "[qc] quality_score_min: must be between 0 and 1"),
-    ("[spool]\ndone_dir = \"/var/spool/ecgd/incoming\"\n", "must all differ"),
+    ("[spool]\ndone_dir = \"/var/spool/ecgd/incoming\"\n",
+     "[spool] dir, done_dir: must be different folders"),
     ("[serial]\nbaudrate = 9600\n", "[serial] port: is required"),
     ("[serial]\nport = \"loop://\"\nformat = \"midi\"\n", "[serial] format"),
     ("[reports]\nrecipients = \"/etc/key.pub\"\n", "[reports] recipients: must be a list"),
@@ -78,3 +79,65 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
     """A missing config file is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="nope.toml"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_every_bad_value_is_listed_each_naming_the_file(tmp_path: Path) -> None:
+    """One load lists every problem, across and within sections (threads = 0 together with
+    settle_s = -5 used to report only the first), each line naming the file's full path."""
+    config = tmp_path / "ecgd.toml"
+    config.write_text("[model]\nthreads = 0\nbatch_max = 0\n[spool]\nsettle_s = -5\n"
+                      "[logging]\nlevel = \"loud\"\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(config)
+    assert excinfo.value.problems == (
+        f"{config}: [model] threads: must be between 1 and 64",
+        f"{config}: [model] batch_max: must be between 1 and 256",
+        f"{config}: [spool] settle_s: must be >= 0",
+        f"{config}: [logging] level: must be debug, info, warning or error",
+    )
+
+
+def test_relative_config_path_is_named_in_full(tmp_path: Path, monkeypatch) -> None:
+    """A config given by a relative path is named by its full path in every problem."""
+    (tmp_path / "ecgd.toml").write_text("[model]\nthreads = 0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(Path("ecgd.toml"))
+    assert str(excinfo.value).startswith(f"{tmp_path / 'ecgd.toml'}: [model] threads")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[model]\nthredas = 2\n", "[model] thredas: unknown key (did you mean threads?)"),
+    ("[spool]\nsettle = 2\n", "[spool] settle: unknown key (did you mean settle_s?)"),
+    ("[modle]\n", "[modle]: unknown section (did you mean model?)"),
+    ("[model]\nturbo = true\n", "[model] turbo: unknown key"),
+])
+def test_unknown_names_suggest_the_closest_known_one(text: str, message: str) -> None:
+    """A typo in a key or section name is answered with the name that was probably meant."""
+    with pytest.raises(ConfigError) as excinfo:
+        parse_config(text)
+    assert str(excinfo.value) == message
+
+
+def test_toml_syntax_error_names_the_file_once(tmp_path: Path) -> None:
+    """A TOML syntax error is one line naming the file once, with tomllib's line/column."""
+    config = tmp_path / "broken.toml"
+    config.write_text("[model]\nthreads 2\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(config)
+    message = str(excinfo.value)
+    assert message.startswith(f"{config}: not valid TOML: ") and "line 2" in message
+    assert message.count("broken.toml") == 1 and "\n" not in message
+
+
+def test_reading_keeps_good_values_and_names_the_defaulted_ones(tmp_path: Path) -> None:
+    """read_config goes on past problems: good values are kept, bad ones are at their
+    defaults and named, so that `ecgd check` can still check keys, folders and model."""
+    config = tmp_path / "ecgd.toml"
+    config.write_text("[model]\nthreads = 0\nbatch_max = 8\n[spool]\ndir = \"in\"\n"
+                      "done_dir = \"in\"\nsettle_s = 2.0\n")
+    reading = config_module.read_config(config)
+    assert reading.complete and len(reading.problems) == 2
+    assert reading.config.model.batch_max == 8 and reading.config.model.threads == 2
+    assert reading.config.spool.settle_s == 2.0
+    assert reading.defaulted == {"[model] threads", "[spool] dir", "[spool] done_dir"}

@@ -45,8 +45,10 @@ def test_altered_onnx_file_is_refused(tiny):
     data[len(data) // 2] ^= 0xFF
     onnx_path.write_bytes(bytes(data))
     for load in (load_manifest, lambda p: ModelSession.open(p, threads=1)):
-        with pytest.raises(ModelError, match=r"tiny.json: sha256 of tiny.onnx does not match"):
+        with pytest.raises(ModelError) as info:
             load(tiny)
+        assert str(info.value) == (f"{tiny}: sha256 of {onnx_path} does not match the "
+                                   f"manifest (file altered or replaced)")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -68,20 +70,22 @@ def test_altered_onnx_file_is_refused(tiny):
     (lambda d: d.pop("trained"), "trained is missing"),
 ])
 def test_tampered_manifest_is_refused_in_one_line(tiny, change, message):
-    """Each altered field gives a ModelError naming the manifest file and the reason."""
+    """Each altered field gives a ModelError naming the manifest's full path and the
+    reason."""
     _edit(tiny, change)
     with pytest.raises(ModelError) as info:
         load_manifest(tiny)
-    assert str(info.value).startswith("tiny.json: ") and message in str(info.value)
+    assert str(info.value).startswith(f"{tiny}: ") and message in str(info.value)
     assert "\n" not in str(info.value)
 
 
 def test_not_json_manifest_is_refused(tmp_path):
-    """A manifest that is not JSON is refused, naming it."""
+    """A manifest that is not JSON is refused, naming its full path."""
     path = tmp_path / "m.json"
     path.write_text("{not json")
-    with pytest.raises(ModelError, match="m.json: manifest is not valid JSON"):
+    with pytest.raises(ModelError) as info:
         load_manifest(path)
+    assert str(info.value).startswith(f"{path}: manifest is not valid JSON")
 
 
 def _swap_graph(manifest_path: Path, graph_input_shape, graph_output_shape) -> None:
@@ -100,31 +104,35 @@ def _swap_graph(manifest_path: Path, graph_input_shape, graph_output_shape) -> N
 def test_onnx_of_another_shape_is_refused(tiny):
     """A hash-consistent ONNX whose input is not [batch, 12, 5000] is refused by the session."""
     _swap_graph(tiny, ["batch", 12, 4000], ["batch", 12])
-    with pytest.raises(ModelError, match=r"tiny.json: graph input shape \['batch', 12, 4000\]"):
+    with pytest.raises(ModelError) as info:
         ModelSession.open(tiny, threads=1)
+    assert str(info.value).startswith(f"{tiny}: graph input shape ['batch', 12, 4000]")
 
 
 def test_verify_refuses_a_graph_that_is_not_the_net1d(tiny):
     """``ecgd model verify`` exits 65 when the graph's weights are not the manifest's Net1D."""
     _swap_graph(tiny, ["batch", 12, 5000], ["batch", 12])
     code, out, err = run_model_command(["verify", str(tiny)])
-    assert code == 65 and "tiny.json: graph holds 0 float weights" in err
+    assert code == 65 and f"{tiny}: graph holds 0 float weights" in err
 
 
 def test_verify_runs_the_model_on_real_records(tiny, shared_data):
-    """verify prints one summary line per readable file and exits 1 naming an unreadable one."""
+    """verify prints one summary line per readable file ("1 window", not "1 windows") and
+    exits 1 naming an unreadable one by its full path."""
     record = shared_data / "cinc2021" / "HR06000.hea"
     two_lead = shared_data / "mitdb" / "100.hea"
     code, out, err = run_model_command(["verify", str(tiny), str(record), str(two_lead)])
     assert code == 1
-    assert "HR06000.hea: 1 windows" in out and "top: finding" in out
-    assert err.strip().startswith("ecgd: 100.hea: lacks leads")
+    assert f"{record}: 1 window, " in out and "top: finding" in out
+    assert err.strip().startswith(f"ecgd: {two_lead}: lacks leads")
     code, out, err = run_model_command(["verify", str(tiny), str(record)])
     assert code == 0 and err == ""
 
 
 def test_missing_onnx_file_is_refused(tiny):
-    """A manifest whose model file is gone is refused, naming both."""
+    """A manifest whose model file is gone is refused, naming both by their full paths."""
     tiny.with_suffix(".onnx").unlink()
-    with pytest.raises(ModelError, match="tiny.json: cannot read model file tiny.onnx"):
+    with pytest.raises(ModelError) as info:
         load_manifest(tiny)
+    assert str(info.value).startswith(
+        f"{tiny}: cannot read model file {tiny.with_suffix('.onnx')}")

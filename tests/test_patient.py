@@ -1,14 +1,13 @@
 """PatientStore and `ecgd patient`: root-only atomic file, cheap re-reads, no leaks."""
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from ecgd.commands import patient as patient_command
+from ecgd.cli import build_parser
 from ecgd.errors import ConfigError
 from ecgd.patient import PatientStore
 
@@ -54,9 +53,7 @@ def test_bad_identifiers_refused(tmp_path: Path, bad: str):
 
 
 def _run(argv):
-    parser = argparse.ArgumentParser()
-    patient_command.register(parser.add_subparsers())
-    args = parser.parse_args(["patient"] + argv)
+    args = build_parser("patient").parse_args(["patient"] + argv)
     return args.handler(args)
 
 

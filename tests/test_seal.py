@@ -142,10 +142,20 @@ def test_unknown_version_is_refused(key_sets, recipients) -> None:
         unseal(bytes(changed), load_private_key(key_sets[0]["private"]))
 
 
-def test_non_container_is_refused(key_sets) -> None:
-    """Plain JSON is reported as not an ecgd sealed report."""
-    with pytest.raises(TamperedError, match="not an ecgd sealed report"):
-        unseal(REPORT, load_private_key(key_sets[0]["private"]))
+@pytest.mark.parametrize("content", [REPORT, b"hello", b"", b"ECGDSEAX" + bytes(200)])
+def test_non_container_is_refused(key_sets, content: bytes) -> None:
+    """Plain JSON, a short text and an empty file are "not a sealed report", never
+    "truncated" (which a file of fewer bytes than the header used to be called)."""
+    with pytest.raises(TamperedError, match="^not a sealed report"):
+        unseal(content, load_private_key(key_sets[0]["private"]))
+
+
+def test_sealed_prefix_is_truncated(key_sets, recipients) -> None:
+    """The first bytes of a real container are reported as truncated."""
+    sealed = seal(REPORT, recipients)
+    for length in (5, 9, 50):
+        with pytest.raises(TamperedError, match="^truncated"):
+            unseal(sealed[:length], load_private_key(key_sets[0]["private"]))
 
 
 def test_tampered_error_is_one_line(key_sets, recipients) -> None:
@@ -233,13 +243,26 @@ def test_bad_public_key_file_is_config_error(tmp_path, content: bytes, reason: s
 
 
 def test_missing_and_swapped_keys_are_config_errors(tmp_path, key_sets) -> None:
-    """A missing key file, a private key given as public (and vice versa) are ConfigErrors."""
+    """A missing key file, a private key given as public (and vice versa) are ConfigErrors
+    that say which kind of key was found."""
     with pytest.raises(ConfigError, match="cannot read key"):
         load_recipients([tmp_path / "absent.pub"])
-    with pytest.raises(ConfigError, match="not an ecgd key file"):
+    with pytest.raises(ConfigError, match="is a private key; a public key is needed"):
         load_recipients([key_sets[0]["private"]])
-    with pytest.raises(ConfigError, match="not an ecgd key file"):
+    with pytest.raises(ConfigError, match="is a public key; a private key is needed"):
         load_private_key(key_sets[0]["public"])
+
+
+def test_every_bad_recipient_is_named(tmp_path, key_sets) -> None:
+    """load_recipients names every bad key of the list, one problem each, not the first."""
+    with pytest.raises(ConfigError) as info:
+        load_recipients([tmp_path / "absent.pub", key_sets[0]["public"],
+                         key_sets[1]["private"], key_sets[0]["public"]])
+    problems = info.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{tmp_path / 'absent.pub'}: cannot read key")
+    assert problems[1].startswith(f"{key_sets[1]['private']}: is a private key")
+    assert problems[2].startswith(f"{key_sets[0]['public']}: same key as")
 
 
 def test_duplicate_recipient_is_config_error(tmp_path, key_sets) -> None:
@@ -386,6 +409,19 @@ def test_decrypt_command_prints_reports_and_flags_tampering(tmp_path, capsys, ke
     assert [json.loads(line) for line in captured.out.splitlines()] == reports
     assert captured.err.splitlines() == [
         f"ecgd: {bad}: failed authentication (modified, truncated or extended)"]
+
+
+def test_decrypt_with_a_public_key_is_a_usage_error(tmp_path, key_sets, recipients) -> None:
+    """`decrypt --key X.pub` exits 2 with one line saying a private key is needed (not 78,
+    which says the appliance's configuration is invalid)."""
+    report = write_durable(tmp_path, "r.ecgr", seal(REPORT, recipients))
+    result = subprocess.run([sys.executable, "-m", "ecgd", "decrypt", "--key",
+                             str(key_sets[0]["public"]), str(report)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"ecgd: --key {key_sets[0]['public']}: is a public key; a private key is needed "
+        f"here (ecgd keygen wrote it as NAME.key)"]
 
 
 def test_decrypt_command_unreadable_file_exits_1(tmp_path, capsys, key_sets) -> None:

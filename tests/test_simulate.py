@@ -1,7 +1,6 @@
 """`ecgd simulate` as a command: real records through a real pty, decoded on the other end."""
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import threading
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecgd.cli import build_parser
 from ecgd.commands import simulate
 from ecgd.errors import SourceError
 from ecgd.records.reader import read_recording
@@ -19,9 +19,7 @@ from ecgd.sources.wire import SampleBlock
 
 
 def _run(argv):
-    parser = argparse.ArgumentParser()
-    simulate.register(parser.add_subparsers())
-    args = parser.parse_args(["simulate"] + argv)
+    args = build_parser("simulate").parse_args(["simulate"] + argv)
     return args.handler(args)
 
 

@@ -1,2 +1,18 @@
-"""Subcommands of the ``ecgd`` CLI, one module each: ``register(subparsers)`` adds the
-parser and sets ``handler``; the handler takes the parsed args and returns an exit code."""
+"""Subcommands of the ``ecgd`` CLI, one module each (listed in ``ecgd.cli.COMMANDS``):
+``register(parser)`` adds the command's description and options to its parser and sets
+``handler``; the handler takes the parsed args and returns an exit code.
+
+Kept free of imports beyond the standard library: every command imports this package.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("/etc/ecgd/ecgd.toml")
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``, defaulting to the installed config (the daemon's)."""
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
+                        help=f"ecgd TOML config (default {DEFAULT_CONFIG})")

@@ -23,9 +23,9 @@ A file that cannot be read gets one line on stderr (its name and the reason) and
 code is 1; the other files are still analyzed."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("analyze", help="interpret recording files (JSON Lines)",
-                                   description=DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", type=Path, metavar="MANIFEST",
                         help="model manifest (NAME.json); default: [model] manifest of the config")
     parser.add_argument("--config", type=Path, metavar="FILE",

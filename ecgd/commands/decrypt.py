@@ -5,9 +5,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-from ecgd.errors import TamperedError
+from ecgd.errors import ConfigError, TamperedError, UsageError
 from ecgd.security.keys import load_private_key
 from ecgd.security.seal import unseal
 
@@ -16,18 +15,13 @@ EXIT_UNREADABLE = 1
 _SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "decrypt",
-        help="decrypt sealed reports and print their JSON, one per line",
-        description=(
-            "Decrypt each FILE with the private key and print its JSON report on one line of "
-            "stdout. A file that fails authentication (modified, truncated, not sealed to this "
-            "key) is named on stderr with the reason, the others are still printed, and the "
-            f"exit code is {TamperedError.exit_code}; an unreadable file exits "
-            f"{EXIT_UNREADABLE}."
-        ),
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Decrypt each FILE with the private key and print its JSON report on one line of "
+        "stdout. A file that fails authentication (modified, truncated, not sealed to this "
+        "key) is named on stderr with the reason, the others are still printed, and the "
+        f"exit code is {TamperedError.exit_code}; an unreadable file exits "
+        f"{EXIT_UNREADABLE}.")
     parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
                         help="the recipient private key (NAME.key from ecgd keygen)")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
@@ -44,7 +38,10 @@ def _read_sealed(path: Path) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
-    private_key = load_private_key(args.key)
+    try:
+        private_key = load_private_key(args.key)
+    except ConfigError as exc:
+        raise UsageError(f"--key {exc} (ecgd keygen wrote it as NAME.key)") from exc
     exit_code = 0
     for path in args.files:
         try:

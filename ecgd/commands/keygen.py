@@ -3,22 +3,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from ecgd.security.keys import generate_keys, load_recipient
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "keygen",
-        help="write a recipient key pair and a pseudonym key",
-        description=(
-            "Write NAME.key (private, 0600: keep it at the reading station only), NAME.pub "
-            "(copy to the appliance's [reports] recipients) and pseudonym.key (0600: for the "
-            "appliance's [privacy] pseudonym_key_file or systemd credential). Existing files "
-            "are never overwritten."
-        ),
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write NAME.key (private, 0600: keep it at the reading station only), NAME.pub "
+        "(copy to the appliance's [reports] recipients) and pseudonym.key (0600: for the "
+        "appliance's [privacy] pseudonym_key_file or systemd credential). Existing files "
+        "are never overwritten.")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory to write into (created 0700 if missing)")
     parser.add_argument("--name", default="reading-station",

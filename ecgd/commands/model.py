@@ -11,15 +11,16 @@ import numpy as np
 
 from ecgd.config import Config, load_config
 from ecgd.errors import ModelError, RecordError
+from ecgd.wording import counted
 
 DESCRIPTION = """Manage the ONNX model ecgd runs. A model is NAME.onnx plus its manifest
 NAME.json (architecture, lead order, labels, preprocessing, sha256 of every file).
 PyTorch is never needed: checkpoints are read without executing their pickle code."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("model", help="build, convert, verify or quantize a model",
-                                   description=DESCRIPTION)
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="model_command", metavar="ACTION")
     commands.required = True
 
@@ -113,13 +114,13 @@ def _check_graph(manifest_path: Path) -> str:
     try:
         model = onnx.load(str(manifest.onnx_path))
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise ModelError(f"{manifest.path.name}: {manifest.onnx_path.name} is not an ONNX "
+        raise ModelError(f"{manifest.path}: {manifest.onnx_path} is not an ONNX "
                          f"model ({exc})") from exc
     expected = manifest.architecture["n_parameters"]
     if manifest.precision == "fp32":
         found = float_parameter_count(model)
         if found != expected:
-            raise ModelError(f"{manifest.path.name}: graph holds {found} float weights, a "
+            raise ModelError(f"{manifest.path}: graph holds {found} float weights, a "
                              f"Net1D of this architecture has {expected}")
     return (f"{manifest.name}: {manifest.precision}, "
             f"{'trained' if manifest.trained else 'UNTRAINED (findings meaningless)'}, "
@@ -134,12 +135,12 @@ def _windows(path: Path, config: Config, manifest, preprocess) -> np.ndarray:
     recording = read_recording(path, config.limits.max_input_bytes)
     leads = arrange_standard_leads(recording, manifest.lead_names)
     if leads.samples_mv is None:
-        raise RecordError(f"{path.name}: lacks leads {', '.join(leads.missing)}")
+        raise RecordError(f"{path}: lacks leads {', '.join(leads.missing)}")
     samples = resample_to(leads.samples_mv, recording.fs_hz, manifest.fs_hz)
     n = manifest.n_samples
     count = samples.shape[1] // n
     if count == 0:
-        raise RecordError(f"{path.name}: shorter than one {n / manifest.fs_hz:g}-s window")
+        raise RecordError(f"{path}: shorter than one {n / manifest.fs_hz:g}-s window")
     windows = samples[:, : count * n].reshape(samples.shape[0], count, n).transpose(1, 0, 2)
     return preprocess(np.ascontiguousarray(windows))
 
@@ -173,7 +174,7 @@ def run_verify(args: argparse.Namespace) -> int:
         probability = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).mean(axis=0)
         top = np.argsort(-probability)[:3]
         findings = "; ".join(f"{manifest.labels[i]} {probability[i]:.2f}" for i in top)
-        print(f"{path.name}: {len(windows)} windows, {elapsed_ms:.1f} ms/window; "
+        print(f"{path}: {counted(len(windows), 'window')}, {elapsed_ms:.1f} ms/window; "
               f"top: {findings}")
     return status
 

@@ -1,27 +1,25 @@
-"""``ecgd patient set ID | clear | show``: say who is connected to the live device.
-
-The daemon picks the change up with the next window, without a restart. ``show`` prints the
-plain identifier to the operator's terminal: the one place it may appear. ``set -`` reads
-the identifier from standard input, keeping it out of the process list and shell history.
-The file is ``[privacy] patient_file`` of the config (the same one ``ecgd run`` reads).
-"""
+"""``ecgd patient set ID | clear | show``: say who is connected to the live device."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ecgd.commands.run import DEFAULT_CONFIG
+from ecgd.commands import add_config_option
 from ecgd.config import load_config
 from ecgd.patient import PatientStore
 
+DESCRIPTION = """Say who is connected to the live device: set ID, clear, or show.
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "patient", help="set, clear or show the patient connected to the live device",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE",
-                        help=f"ecgd TOML config (default {DEFAULT_CONFIG})")
+The daemon picks the change up with the next window, without a restart. 'show' prints the
+plain identifier to the operator's terminal: the one place it may appear. 'set -' reads
+the identifier from standard input, keeping it out of the process list and shell history.
+The file is [privacy] patient_file of the config (the same one 'ecgd run' reads)."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_config_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     set_parser = actions.add_parser("set", help="associate the live device with a patient")

@@ -1,15 +1,7 @@
 """``ecgd simulate``: stream a real recording as a serial acquisition device would.
 
-Vendors use it to check an integration, the tests use it with real pseudo-terminals. The
-record (any format the readers accept) is arranged into the format's leads (8: I, II, V1-V6
-for ``openbci-cyton`` or 8-lead frames; 12 otherwise), resampled to 250 Hz for the Cyton,
-encoded with ``ecgd.sources.wire`` and written at real-time pace times ``--speed``.
-
-``--port`` writes to an existing device or pyserial URL; ``--pty-link PATH`` creates a
-pseudo-terminal and points the symlink PATH at it, so ``ecgd run`` can read PATH as its
-``[serial] port`` without hardware. Fault injection is seeded: ``--drop-rate`` (frames not
-sent; a text line dropped cannot be detected by any receiver), ``--garbage-rate`` (random
-bytes before a frame), ``--disconnect-after S`` (close the port after S seconds of signal).
+Vendors use it to check an integration, the tests use it with real pseudo-terminals
+(DESCRIPTION says what it does, for ``--help``).
 """
 from __future__ import annotations
 
@@ -41,6 +33,19 @@ CYTON_BANNER = (b"OpenBCI V3 8-16 channel\nOn Board ADS1299 Device ID: 0x3E\n"
 FRAME_NV_PER_LSB = 1000
 _GARBAGE_MAX_BYTES = 64
 _TEXT_DECIMALS = {"mv": 4, "uv": 1, "counts": 0}
+
+DESCRIPTION = """Stream a real recording as a serial acquisition device would. The record (any
+format the readers accept) is arranged into the format's leads (8: I, II, V1-V6 for
+openbci-cyton or 8-lead frames; 12 otherwise), resampled to 250 Hz for the Cyton, encoded
+and written at real-time pace times --speed.
+
+--port writes to an existing device or pyserial URL; --pty-link PATH creates a
+pseudo-terminal and points the symlink PATH at it, so 'ecgd run' can read PATH as its
+[serial] port without hardware (the link is removed on exit). Fault injection is seeded:
+--drop-rate (frames not sent; a text line dropped cannot be detected by any receiver),
+--garbage-rate (random bytes before a frame), --disconnect-after S (close the port after
+S seconds of signal). On exit (end of the record, Ctrl-C or SIGTERM) it prints what it
+sent: frames sent, dropped and garbled."""
 
 
 class PtyDevice:
@@ -268,10 +273,9 @@ class _CytonProtocol:
         return not self._streaming and not self.wait_for_start(stop)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "simulate", help="stream a recording as a serial ECG device would",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", metavar="PATH_OR_URL",
                         help="device path or pyserial URL to write to")

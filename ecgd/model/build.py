@@ -28,8 +28,8 @@ from ecgd.model.manifest import (
 )
 from ecgd.model.net1d import ECGFOUNDER_12LEAD, Net1DSpec, architecture_dict
 from ecgd.model.onnx_graph import build_graph, random_weights
-from ecgd.signal.preprocess import PROFILE_DEFAULTS
-from ecgd.records.recording import STANDARD_LEADS
+from ecgd.signal.profiles import PROFILE_DEFAULTS
+from ecgd.records.leads import STANDARD_LEADS
 
 DEFAULT_PROFILE = "ecgfounder"
 MODEL_FS_HZ = 500.0
@@ -128,7 +128,7 @@ def convert(checkpoint_path: Path, labels_path: Path, out_dir: Path, *,
     try:
         checkpoint_sha256 = sha256_of_file(checkpoint_path)
     except OSError as exc:
-        raise ModelError(f"{checkpoint_path.name}: cannot read: {exc.strerror}") from exc
+        raise ModelError(f"{checkpoint_path}: cannot read: {exc.strerror}") from exc
     onnx_bytes = build_graph(spec, checkpoint.weights,
                              doc=f"ECGFounder Net1D from {checkpoint_path.name}") \
         .SerializeToString()

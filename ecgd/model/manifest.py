@@ -29,8 +29,8 @@ from ecgd import durable
 from ecgd.errors import ModelError
 from ecgd.model.net1d import Net1DSpec, spec_from_dict
 from ecgd.model.net1d import INPUT_NAME, OUTPUT_NAME
-from ecgd.signal.preprocess import PROFILE_DEFAULTS
-from ecgd.records.recording import STANDARD_LEADS
+from ecgd.signal.profiles import PROFILE_DEFAULTS
+from ecgd.records.leads import STANDARD_LEADS
 
 FORMAT_VERSION = 1
 PRECISIONS = ("fp32", "int8")
@@ -92,23 +92,23 @@ def read_labels(path: Path, n_classes: int) -> Tuple[str, ...]:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise ModelError(f"{path.name}: cannot read labels: {exc.strerror}") from exc
+        raise ModelError(f"{path}: cannot read labels: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
-        raise ModelError(f"{path.name}: labels file is not UTF-8 text") from exc
+        raise ModelError(f"{path}: labels file is not UTF-8 text") from exc
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
     labels = tuple(line.strip() for line in lines)
     empty = [i + 1 for i, label in enumerate(labels) if not label]
     if empty:
-        raise ModelError(f"{path.name}: labels file line {empty[0]} is empty "
+        raise ModelError(f"{path}: labels file line {empty[0]} is empty "
                          f"(expected {n_classes} non-empty lines)")
     if len(labels) != n_classes:
-        raise ModelError(f"{path.name}: labels file has {len(labels)} lines, "
+        raise ModelError(f"{path}: labels file has {len(labels)} lines, "
                          f"expected exactly {n_classes}")
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
-        raise ModelError(f"{path.name}: duplicate labels {duplicates[:3]}")
+        raise ModelError(f"{path}: duplicate labels {duplicates[:3]}")
     return labels
 
 
@@ -210,7 +210,7 @@ def load_manifest(path: Path, *, verify_onnx: bool = True) -> Manifest:
     because the caller hashes the bytes it loads) the ONNX file's sha256.
     """
     path = Path(path)
-    source = path.name
+    source = str(path)
     try:
         size = path.stat().st_size
         if size > _MAX_MANIFEST_BYTES:
@@ -294,10 +294,10 @@ def load_manifest(path: Path, *, verify_onnx: bool = True) -> Manifest:
         try:
             actual = sha256_of_file(onnx_path)
         except OSError as exc:
-            raise ModelError(f"{source}: cannot read model file {onnx_file}: "
+            raise ModelError(f"{source}: cannot read model file {onnx_path}: "
                              f"{exc.strerror}") from exc
         if actual != onnx_sha256:
-            raise ModelError(f"{source}: sha256 of {onnx_file} does not match the manifest "
+            raise ModelError(f"{source}: sha256 of {onnx_path} does not match the manifest "
                              f"(file altered or replaced)")
 
     return Manifest(

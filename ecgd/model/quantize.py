@@ -165,7 +165,7 @@ def quantize_static_int8(manifest_path: Path, calibration: np.ndarray, held_out:
 
     manifest = load_manifest(manifest_path)
     if manifest.precision != "fp32":
-        raise ModelError(f"{manifest.path.name}: is {manifest.precision}; quantize an fp32 model")
+        raise ModelError(f"{manifest.path}: is {manifest.precision}; quantize an fp32 model")
     expected = (len(manifest.lead_names), manifest.n_samples)
     for what, windows in (("calibration", calibration), ("held-out", held_out)):
         if windows.ndim != 3 or windows.shape[1:] != expected or len(windows) == 0:
@@ -187,7 +187,7 @@ def quantize_static_int8(manifest_path: Path, calibration: np.ndarray, held_out:
         except EcgdError:
             raise
         except Exception as exc:  # onnxruntime.quantization raises plain Exceptions
-            raise ModelError(f"{manifest.path.name}: static quantization failed "
+            raise ModelError(f"{manifest.path}: static quantization failed "
                              f"({str(exc).splitlines()[0][:200]})") from exc
 
     fp32 = start_session(str(manifest.onnx_path), threads, "fp32")

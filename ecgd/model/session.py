@@ -122,8 +122,8 @@ class ModelSession:
         if not 1 <= threads <= 64:
             raise ModelError(f"threads={threads}: must be between 1 and 64")
         manifest = load_manifest(manifest_path, verify_onnx=False)
-        source = manifest.path.name
-        model_name = manifest.onnx_path.name
+        source = str(manifest.path)
+        model_name = str(manifest.onnx_path)
         try:
             fd = os.open(manifest.onnx_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:

@@ -16,10 +16,7 @@ import numpy as np
 
 from ecgd.bounded_read import FileTooLargeError, read_bounded
 from ecgd.errors import RecordError
-
-STANDARD_LEADS: Tuple[str, ...] = (
-    "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
-)
+from ecgd.records.leads import STANDARD_LEADS
 
 _CANONICAL_BY_KEY = {name.upper(): name for name in STANDARD_LEADS}
 _LEAD_PREFIXES = ("MDC_ECG_LEAD_", "LEAD_", "LEAD ")

@@ -30,6 +30,7 @@ from ecgd.errors import ConfigError
 
 PUBLIC_KEY_TAG = "ecgd-x25519-public-v1"
 PRIVATE_KEY_TAG = "ecgd-x25519-private-v1"
+_KEY_KINDS = {PUBLIC_KEY_TAG: "public", PRIVATE_KEY_TAG: "private"}
 KEY_ID_BYTES = 8
 RAW_KEY_BYTES = 32
 PSEUDONYM_KEY_FILE_NAME = "pseudonym.key"
@@ -92,6 +93,9 @@ def _read_key_line(path: Path, tag: str) -> bytes:
     if text.endswith("\n"):
         text = text[:-1]
     parts = text.split(" ")
+    if len(parts) == 2 and "\n" not in text and parts[0] in _KEY_KINDS and parts[0] != tag:
+        raise ConfigError(f"{path}: is a {_KEY_KINDS[parts[0]]} key; a {_KEY_KINDS[tag]} key "
+                          f"is needed here")
     if len(parts) != 2 or "\n" in text or parts[0] != tag:
         raise ConfigError(f"{path}: not an ecgd key file (expected one line '{tag} <base64>')")
     try:
@@ -117,19 +121,27 @@ def load_recipient(path: Path) -> RecipientKey:
 
 
 def load_recipients(paths: Sequence[Path]) -> List[RecipientKey]:
-    """Load every recipient public key; ConfigError on a missing, bad or repeated key."""
+    """Load every recipient public key; ConfigError naming every missing, bad or repeated
+    key (one problem per key)."""
     if not paths:
         raise ConfigError("no recipient keys configured: reports could not be read by anyone")
     recipients: List[RecipientKey] = []
+    problems: List[str] = []
     seen: Dict[str, Path] = {}
     for path in paths:
-        recipient = load_recipient(Path(path))
+        try:
+            recipient = load_recipient(Path(path))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
         if recipient.key_id in seen:
-            raise ConfigError(
-                f"{path}: same key as {seen[recipient.key_id]} (key id {recipient.key_id})"
-            )
+            problems.append(
+                f"{path}: same key as {seen[recipient.key_id]} (key id {recipient.key_id})")
+            continue
         seen[recipient.key_id] = Path(path)
         recipients.append(recipient)
+    if problems:
+        raise ConfigError(problems=problems)
     return recipients
 
 

@@ -130,10 +130,11 @@ def parse_header(container: bytes) -> ContainerHeader:
 
     Parsing authenticates nothing: only ``unseal`` proves the header was not modified.
     """
+    if not container or container[: len(MAGIC)] != MAGIC[: len(container)]:
+        raise TamperedError("not a sealed report (it does not start with "
+                            f"{MAGIC.decode('ascii')})")
     if len(container) < PREFIX_BYTES:
         raise TamperedError(f"truncated: {len(container)} bytes is shorter than the header")
-    if container[: len(MAGIC)] != MAGIC:
-        raise TamperedError("not an ecgd sealed report (bad magic)")
     version, count = struct.unpack_from(">BB", container, len(MAGIC))
     if version != VERSION:
         raise TamperedError(f"unknown container version {version} (this ecgd reads {VERSION})")

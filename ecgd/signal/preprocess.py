@@ -30,25 +30,7 @@ import numpy as np
 from scipy import signal
 
 from ecgd.errors import ModelError
-
-PROFILE_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "ecgfounder": {
-        "notch_q": 30.0,
-        "bandpass_hz": [0.67, 40.0],
-        "bandpass_order": 4,
-        "baseline_median_s": 0.4,
-        "zscore": "global",
-        "zscore_eps": 1e-8,
-    },
-    "edge-cds": {
-        "bandpass_hz": [0.5, 50.0],
-        "bandpass_order": 2,
-        "notch_q": 30.0,
-        "notch_min_snr_db": 10.0,
-        "zscore": "per_lead",
-        "zscore_eps": 1e-8,
-    },
-}
+from ecgd.signal.profiles import PROFILE_DEFAULTS
 
 _ZSCORE_MODES = ("global", "per_lead")
 _MAX_BANDPASS_ORDER = 8

@@ -1,0 +1,150 @@
+"""What `ecgd check` and `ecgd run` verify before starting: every problem, one line each."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+from ecgd.security.keys import generate_keys
+from model_helpers import write_tiny_model
+
+LABELS = tuple(f"label-{index:03d}" for index in range(150))
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), LABELS)
+
+
+def _write_config(root: Path, manifest: Path, keys: Dict[str, Path], extra: str = "",
+                  model_extra: str = "", spool_extra: str = "") -> Path:
+    config = root / "ecgd.toml"
+    config.write_text(f"""
+[model]
+manifest = "{manifest}"
+threads = 1
+{model_extra}
+[spool]
+dir = "{root / 'spool' / 'incoming'}"
+processing_dir = "{root / 'spool' / 'processing'}"
+done_dir = "{root / 'spool' / 'done'}"
+failed_dir = "{root / 'spool' / 'failed'}"
+{spool_extra}
+[reports]
+dir = "{root / 'reports'}"
+recipients = ["{keys['public']}"]
+[privacy]
+pseudonym_key_file = "{keys['pseudonym']}"
+patient_file = "{root / 'patient' / 'current'}"
+{extra}
+""")
+    return config
+
+
+def _ecgd(*argv: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecgd", *map(str, argv)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_lists_every_problem_in_one_run_on_stdout(tmp_path: Path) -> None:
+    """Bad values, an unknown key, a missing recipient and pseudonym key, a file where a
+    folder goes and a missing manifest: all listed by one `ecgd check`, one per line on
+    stdout, each naming its config key and full path; exit 78."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the reports folder should go")
+    config = _write_config(tmp_path, tmp_path / "models" / "gone.json",
+                           {"public": tmp_path / "nokey.pub",
+                            "pseudonym": tmp_path / "nopseudonym.key"},
+                           model_extra="batch_max = 0\nthredas = 2",
+                           spool_extra="settle_s = -5")
+    config.write_text(config.read_text().replace(f'dir = "{tmp_path / "reports"}"',
+                                                 f'dir = "{blocker / "reports"}"'))
+    result = _ecgd("check", "--config", config)
+    assert result.returncode == 78
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        f"ecgd: {config}: [model] thredas: unknown key (did you mean threads?)",
+        f"ecgd: {config}: [model] batch_max: must be between 1 and 256",
+        f"ecgd: {config}: [spool] settle_s: must be >= 0",
+        f"ecgd: [reports] dir: {blocker} is not a directory",
+        f"ecgd: [reports] recipients: {tmp_path / 'nokey.pub'}: cannot read key: "
+        f"No such file or directory",
+        f"ecgd: [privacy] pseudonym_key_file: {tmp_path / 'nopseudonym.key'}: cannot read "
+        f"pseudonym key: No such file or directory",
+        f"ecgd: [model] manifest: {tmp_path / 'models' / 'gone.json'}: cannot read "
+        f"manifest: No such file or directory",
+    ]
+
+
+def test_check_json_holds_the_same_problems(tmp_path: Path, tiny_manifest: Path) -> None:
+    """`ecgd check --json` prints one JSON object with every problem line."""
+    keys = generate_keys(tmp_path / "keys")
+    config = _write_config(tmp_path, tiny_manifest, keys,
+                           model_extra="threads = 0", spool_extra="settle_s = -5")
+    config.write_text(config.read_text().replace("threads = 1\n", ""))
+    text = _ecgd("check", "--config", config).stdout
+    plain = _ecgd("check", "--json", "--config", config)
+    assert plain.returncode == 78
+    document = json.loads(plain.stdout)
+    assert document == {"config": str(config), "ok": False, "model_check": "manifest",
+                        "problems": [line[len("ecgd: "):] for line in text.splitlines()]}
+    assert len(document["problems"]) == 2
+
+
+def test_a_bad_value_is_not_checked_again_at_its_default(tmp_path: Path,
+                                                         tiny_manifest: Path) -> None:
+    """A recipients value of the wrong type is one problem; check does not go on to look
+    for the default /etc/ecgd key it fell back to (a problem the config does not have)."""
+    keys = generate_keys(tmp_path / "keys")
+    config = _write_config(tmp_path, tiny_manifest, keys)
+    config.write_text(config.read_text().replace(f'recipients = ["{keys["public"]}"]',
+                                                 f'recipients = "{keys["public"]}"'))
+    result = _ecgd("check", "--config", config)
+    assert result.stdout.splitlines() == [
+        f"ecgd: {config}: [reports] recipients: must be a list"]
+
+
+def test_quick_check_trusts_the_manifest_and_full_check_rehashes(tmp_path: Path) -> None:
+    """The quick check (default) reads the manifest but does not re-hash the model file;
+    --full re-hashes it and loads it in ONNX Runtime, as `ecgd run` does."""
+    manifest = write_tiny_model(tmp_path / "model", LABELS)
+    keys = generate_keys(tmp_path / "keys")
+    config = _write_config(tmp_path, manifest, keys)
+    assert _ecgd("check", "--config", config).returncode == 0
+    assert _ecgd("check", "--full", "--config", config).returncode == 0
+    onnx_path = manifest.with_suffix(".onnx")
+    altered = bytearray(onnx_path.read_bytes())
+    altered[-1] ^= 0xFF
+    onnx_path.write_bytes(bytes(altered))
+    quick = _ecgd("check", "--config", config)
+    assert quick.returncode == 0 and quick.stdout == f"ecgd: {config}: ok\n"
+    full = _ecgd("check", "--full", "--config", config)
+    assert full.returncode == 78
+    assert full.stdout.splitlines() == [
+        f"ecgd: [model] manifest: {manifest}: sha256 of {onnx_path} does not match the "
+        f"manifest (file altered or replaced)"]
+    onnx_path.unlink()
+    assert _ecgd("check", "--config", config).stdout.splitlines() == [
+        f"ecgd: [model] manifest: {manifest}: cannot read model file {onnx_path}: "
+        f"No such file or directory"]
+
+
+def test_run_refuses_to_start_naming_every_problem(tmp_path: Path,
+                                                   tiny_manifest: Path) -> None:
+    """`ecgd run` exits 78 and prints every problem `check` finds, not only the first."""
+    keys = generate_keys(tmp_path / "keys")
+    config = _write_config(tmp_path, tiny_manifest,
+                           {"public": tmp_path / "a.pub", "pseudonym": keys["pseudonym"]})
+    config.write_text(config.read_text().replace(
+        f'recipients = ["{tmp_path / "a.pub"}"]',
+        f'recipients = ["{tmp_path / "a.pub"}", "{tmp_path / "b.pub"}"]'))
+    result = _ecgd("run", "--config", config)
+    assert result.returncode == 78
+    problems = [line for line in result.stderr.splitlines() if line.startswith("ecgd: ")]
+    assert problems == [
+        f"ecgd: [reports] recipients: {tmp_path / name}: cannot read key: No such file or "
+        f"directory" for name in ("a.pub", "b.pub")]
