@@ -341,7 +341,7 @@ class Daemon:
             # In pipeline order: each stage ends after draining what the previous one left.
             for stage in self._stages:
                 stage.join()
-        self.log.info("daemon_stopped", **dataclasses.asdict(self.counters))
+        self.log.info("daemon_stopped", **dataclasses.asdict(self.counters_now()))
         # A dead stage is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
         return 1 if self._stage_crashed else 0
 
@@ -358,8 +358,14 @@ class Daemon:
             message = "WATCHDOG=1\n" + message
         self.notifier.notify(message)
 
+    def counters_now(self) -> Counters:
+        """The counters, the inputs the spool refused itself (never handed to the stages)
+        counted among the failed ones."""
+        return dataclasses.replace(
+            self.counters, inputs_failed=self.counters.inputs_failed + self.spool.refused_count())
+
     def _status_text(self) -> str:
-        c = self.counters
+        c = self.counters_now()
         queue = len(self.live_queue) if self.live_queue is not None else 0
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -145,7 +149,8 @@ def test_overlapping_windows_from_config(capsys, shared_data, reference_manifest
 
 def test_bad_files_get_one_line_each_and_exit_1(capsys, shared_data, reference_manifest,
                                                 tmp_path) -> None:
-    """Bad inputs each get one stderr line naming the file; good files are still analyzed."""
+    """Bad inputs each get one stderr line naming the file by the path given; good files are
+    still analyzed."""
     empty = tmp_path / "empty.xml"
     empty.write_bytes(b"")
     garbage = tmp_path / "garbage.dcm"
@@ -157,8 +162,8 @@ def test_bad_files_get_one_line_each_and_exit_1(capsys, shared_data, reference_m
     assert code == 1
     assert len(reports) == 1
     assert len(errors) == 4
-    for name, line in zip(["empty.xml", "garbage.dcm", "link.hea", tmp_path.name], errors):
-        assert name in line
+    for path, line in zip([empty, garbage, link, tmp_path], errors):
+        assert line.startswith(f"ecgd: {path}: ")
         assert "Traceback" not in line
 
 
@@ -179,6 +184,61 @@ def test_pseudonym_replaces_patient_identifier(capsys, shared_data, reference_ma
     expected = hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
     assert reports[0]["patient"]["pseudonym"] == expected
     assert patient_id not in json.dumps(reports)
+
+
+def test_missing_pseudonym_key_is_a_warning_naming_each_file(capsys, shared_data,
+                                                              reference_manifest) -> None:
+    """Without a pseudonym key, each file that carries a patient identifier is named in a
+    warning (the reports are still printed, with no pseudonym)."""
+    dicom = shared_data / "dicom" / "waveform_ecg.dcm"
+    aecg = shared_data / "hl7-aecg" / "Example aECG.xml"
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, dicom, aecg)
+    assert code == 0 and len(reports) == 2
+    assert [report["patient"]["pseudonym"] for report in reports] == [None, None]
+    assert errors == [f"ecgd: warning: {path}: carries a patient identifier, but no "
+                      f"pseudonym key is configured (--config): its reports carry no pseudonym"
+                      for path in (dicom, aecg)]
+
+
+def _read_terminal(master: int, process: subprocess.Popen) -> str:
+    """Everything written to the terminal whose other end ``process`` holds, until it
+    exits and the terminal is drained."""
+    data = b""
+    while True:
+        if select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+        elif process.poll() is not None:
+            break
+    return data.decode("utf-8", "replace")
+
+
+def test_progress_shows_on_a_terminal_and_nowhere_else(shared_data, reference_manifest,
+                                                       tmp_path) -> None:
+    """With stderr on a terminal, analyze shows files and windows done and the rate, the
+    reports still going to stdout; with stderr on a pipe, stderr stays empty."""
+    files = [shared_data / "cinc2021" / "E07500.hea", shared_data / "ptbdb" / "s0010_re.hea"]
+    argv = [sys.executable, "-m", "ecgd", "analyze", "--model", str(reference_manifest),
+            *map(str, files)]
+    master, slave = os.openpty()
+    with open(tmp_path / "stdout", "wb") as stdout:
+        process = subprocess.Popen(argv, stdout=stdout, stderr=slave)
+        os.close(slave)
+        try:
+            terminal = _read_terminal(master, process)
+        finally:
+            os.close(master)
+        assert process.wait(120) == 0
+    assert len((tmp_path / "stdout").read_text().splitlines()) == 4
+    assert "ecgd: 2/2 files, 4 windows, " in terminal and " windows/s" in terminal
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert len(piped.stdout.splitlines()) == 4
 
 
 def _every_recording_file(shared_data: Path) -> List[Path]:
@@ -204,7 +264,7 @@ def test_every_shared_file_gives_reports_or_one_clear_error(capsys, validator, s
     reported = {r["source"]["file"] for r in reports}
     for line in errors:
         assert line.startswith("ecgd: ") and "Traceback" not in line
-    failed = [f for f in files if any(line.startswith(f"ecgd: {f.name}:") for line in errors)]
+    failed = [f for f in files if any(line.startswith(f"ecgd: {f}:") for line in errors)]
     for path in files:
         assert (path.name in reported) != (path in failed), path
     assert code == (1 if failed else 0)

@@ -139,9 +139,16 @@ def test_dropped_records_become_sealed_reports(appliance, daemons, shared_data,
     assert daemon.notify.has("STOPPING", "1")
 
 
+def _log_events(daemon: DaemonProcess) -> List[Dict]:
+    return [json.loads(line) for line in daemon.log_text().splitlines()
+            if line.startswith("{")]
+
+
 def test_bad_inputs_are_quarantined_and_daemon_keeps_running(appliance, daemons,
                                                              shared_data) -> None:
-    """Garbage and a symlink go to failed/ with NAME.error.json; the daemon stays up."""
+    """Garbage and a symlink go to failed/ with NAME.error.json; the daemon stays up and
+    counts every failed input, the symlink the spool refused itself included, each with an
+    input_claimed line before its input_failed line."""
     daemon = daemons(appliance)
     daemon.wait_ready()
     (appliance.incoming / "garbage.xml").write_bytes(b"<not-an-ecg/>")
@@ -156,6 +163,15 @@ def test_bad_inputs_are_quarantined_and_daemon_keeps_running(appliance, daemons,
     appliance.drop(shared_data / "cinc2021" / "E07502.hea")
     wait_for(lambda: len(appliance.report_files()) == 1, 60, "a report after the bad inputs")
     assert daemon.process.poll() is None
+    wait_for(lambda: "3 failed" in (daemon.notify.last("STATUS") or ""), 10,
+             "STATUS= counting 3 failed inputs")
+    assert daemon.terminate() == 0
+    events = _log_events(daemon)
+    failed = [event["name_hash"] for event in events if event["event"] == "input_failed"]
+    claimed = [event["name_hash"] for event in events if event["event"] == "input_claimed"]
+    assert len(failed) == 3 and set(failed) <= set(claimed)
+    (stopped,) = [event for event in events if event["event"] == "daemon_stopped"]
+    assert stopped["inputs_failed"] == 3 and stopped["inputs_done"] == 1
 
 
 def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:

@@ -240,6 +240,39 @@ def test_header_naming_a_path_outside_the_spool_is_refused(make_spool, spool_con
     assert "not a plain file name" in reason
 
 
+@pytest.mark.parametrize("content, reason", [
+    (bytes(range(256)) * 8, "rand.hea: not a WFDB header: it is not text"),
+    (b"just some words\n", "rand.hea: not a WFDB header: its first line is not a record "
+                           "line 'NAME N_SIGNALS ...'"),
+])
+def test_header_that_is_not_a_wfdb_header_gets_an_honest_reason(make_spool, spool_config,
+                                                                  content, reason):
+    """Random bytes named .hea are refused as not a WFDB header, not as a header that
+    "names a data file that is not a plain file name beside it"."""
+    make_spool()
+    drop(spool_config.dir, "rand.hea", content)
+    assert wait_for(lambda: (spool_config.failed_dir / "rand.hea.error.json").exists())
+    document = json.loads((spool_config.failed_dir / "rand.hea.error.json").read_text())
+    assert document["reason"] == reason
+
+
+def test_refused_inputs_are_claimed_logged_and_counted(make_spool, spool_config, tmp_path):
+    """Each input the spool refuses itself has an input_claimed line before its
+    input_failed line, and refused_count() counts it (the daemon adds it to its failures)."""
+    with capture_logs() as logs:
+        spool = make_spool(max_input_bytes=100)
+        os.symlink(tmp_path, spool_config.dir / "link.xml")
+        drop(spool_config.dir, "huge.xml", b"x" * 101)
+        drop(spool_config.dir, "rand.hea", b"\x00\xff" * 40)
+        assert wait_for(lambda: spool.refused_count() == 3)
+        assert wait_for(lambda: sum(entry["event"] == "input_failed" for entry in logs) == 3)
+    events = [(entry["event"], entry["name_hash"]) for entry in logs]
+    for name in ("link.xml", "huge.xml", "rand.hea"):
+        name_hash = hash_name(name)
+        assert events.index(("input_claimed", name_hash)) < events.index(
+            ("input_failed", name_hash))
+
+
 def test_files_present_before_start_are_found_by_the_startup_scan(make_spool, spool_config):
     """Inputs dropped while ecgd was down are picked up, oldest first."""
     spool = make_spool(start=False)

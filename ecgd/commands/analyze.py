@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 from ecgd.config import Config, load_config
-from ecgd.errors import RecordError
+from ecgd.errors import ModelError, RecordError
 from ecgd.model.session import ModelSession
 from ecgd.pipeline import Analyzer, SourceInfo
+from ecgd.progress import ProgressLine
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256, recording_files
 from ecgd.records.reader import read_recording
@@ -19,8 +20,9 @@ from ecgd.report import dumps_report
 DESCRIPTION = """Interpret ECG recording files and print one JSON report per 10-second window,
 one per line (JSON Lines), on stdout. Formats: WFDB (.hea with .dat/.mat), CSV, NumPy .npz,
 DICOM 12-lead waveform, HL7 aECG, GE MUSE, GE CardioSoft and Philips XML, EDF.
-A file that cannot be read gets one line on stderr (its name and the reason) and the exit
-code is 1; the other files are still analyzed."""
+A file that cannot be read gets one line on stderr (its path and the reason) and the exit
+code is 1; the other files are still analyzed. On a terminal, stderr also shows the files
+and windows done and the rate."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -42,22 +44,38 @@ def _pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
     return load_pseudonym_key(config.privacy)
 
 
+def _about(path: Path, exc: RecordError) -> str:
+    """The error as one line naming ``path`` as the user gave it (readers name the file by
+    its base name, which is all a quarantined spool input may show)."""
+    reason = str(exc)
+    if reason.startswith(f"{path.name}: "):
+        reason = reason[len(path.name) + 2:]
+    return f"ecgd: {path}: {reason}"
+
+
+def _open_analyzer(config: Config, manifest_path: Path) -> Analyzer:
+    try:
+        session = ModelSession.open(manifest_path, threads=config.model.threads)
+    except ModelError as exc:
+        raise ModelError(f"{exc} (use --model to choose another)") from exc
+    return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
+                    config.model.batch_max)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
-    manifest_path = args.model or config.model.manifest
     key = _pseudonym_key(config, args.config is not None)
-    session = ModelSession.open(manifest_path, threads=config.model.threads)
-    analyzer = Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                        config.model.batch_max)
+    analyzer = _open_analyzer(config, args.model or config.model.manifest)
+    progress = ProgressLine(sys.stderr, total_files=len(args.files))
     status = 0
-    warned_no_key = False
     for path in args.files:
         t0 = time.perf_counter()
         try:
             recording = read_recording(path, config.limits.max_input_bytes)
             digest = content_sha256(recording_files(path))
         except RecordError as exc:
-            print(f"ecgd: {exc}", file=sys.stderr)
+            progress.message(_about(path, exc))
+            progress.advance(files=1)
             status = 1
             continue
         read_ms = (time.perf_counter() - t0) * 1000.0
@@ -65,18 +83,19 @@ def run(args: argparse.Namespace) -> int:
         if recording.patient_id:
             if key is not None:
                 pseudonym = pseudonymize(recording.patient_id, key)
-            elif not warned_no_key:
-                print("ecgd: a file carries a patient identifier but no pseudonym key is "
-                      "configured (--config): reports carry no pseudonym", file=sys.stderr)
-                warned_no_key = True
+            else:
+                progress.message(f"ecgd: warning: {path}: carries a patient identifier, but "
+                                 f"no pseudonym key is configured (--config): its reports "
+                                 f"carry no pseudonym")
         source = SourceInfo(
             fields={"kind": "file", "file": path.name, "format": recording.format,
                     "content_sha256": digest},
             id_seed=f"file:{digest}",
         )
-        for report in analyzer.analyze(recording, source, pseudonym, read_ms):
+        reports = analyzer.analyze(recording, source, pseudonym, read_ms)
+        for report in reports:
             sys.stdout.write(dumps_report(report) + "\n")
         sys.stdout.flush()
+        progress.advance(files=1, windows=len(reports))
+    progress.finish()
     return status
-
-

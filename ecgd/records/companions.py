@@ -3,10 +3,39 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import List
 
 from ecgd.errors import RecordError
+
+# WFDB headers are ASCII text: printable characters and tabs on every line that is not a
+# comment (comments are skipped unread).
+_HEADER_LINE = re.compile(r"[\t\x20-\x7e]*")
+# The record line: a record name (with /segments for a multi-segment record) and the number
+# of signals, then optional fields.
+_RECORD_LINE = re.compile(r"\S+\s+\d+(\s.*)?")
+
+
+def wfdb_header_lines(header_path: Path) -> List[str]:
+    """The non-comment lines of a WFDB header, stripped; the first is the record line.
+
+    RecordError naming the file when it cannot be read or is not a WFDB header at all (not
+    text, or no record line), so that random bytes named ``.hea`` get that reason.
+    """
+    name = Path(header_path).name
+    try:
+        text = Path(header_path).read_bytes().decode("latin-1")
+    except OSError as exc:
+        raise RecordError(f"{name}: cannot read header: {exc.strerror}") from exc
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not all(_HEADER_LINE.fullmatch(line) for line in lines):
+        raise RecordError(f"{name}: not a WFDB header: it is not text")
+    if not lines or not _RECORD_LINE.fullmatch(lines[0]):
+        raise RecordError(f"{name}: not a WFDB header: its first line is not a record line "
+                          f"'NAME N_SIGNALS ...'")
+    return lines
 
 
 def wfdb_signal_files(header_path: Path) -> List[str]:
@@ -15,12 +44,7 @@ def wfdb_signal_files(header_path: Path) -> List[str]:
     The first non-comment line is the record line; every following non-comment line is a
     signal line whose first token is the signal file name (``~`` means no file).
     """
-    try:
-        text = Path(header_path).read_text(encoding="latin-1")
-    except OSError as exc:
-        raise RecordError(f"{Path(header_path).name}: cannot read header: {exc.strerror}") from exc
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
+    lines = wfdb_header_lines(header_path)
     names: List[str] = []
     for line in lines[1:]:
         name = line.split()[0]

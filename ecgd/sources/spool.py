@@ -65,7 +65,7 @@ import ecgd
 from ecgd.config import SpoolConfig
 from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
-from ecgd.records.companions import wfdb_signal_files
+from ecgd.records.companions import wfdb_header_lines, wfdb_signal_files
 from ecgd.report import utc_timestamp
 
 ERROR_SUFFIX = ".error.json"
@@ -260,6 +260,7 @@ class Spool:
         self._scanner_error: Optional[BaseException] = None
         self._scan_error_logged = False
         self._wake = wake
+        self._refused = 0
 
     # ----------------------------------------------------------------- setup and threads
 
@@ -343,6 +344,13 @@ class Spool:
         """Inputs ready and waiting for ``next_ready`` (queue depth)."""
         with self._lock:
             return sum(1 for _, name in self._ready if self._is_handable(name))
+
+    def refused_count(self) -> int:
+        """Inputs the spool refused itself into failed_dir since it was made (symlinks,
+        oversize files, headers that are not headers, data files without a header): the
+        failures the consumer of ``next_ready`` never sees."""
+        with self._lock:
+            return self._refused
 
     # ----------------------------------------------------------------- daemon side
 
@@ -720,7 +728,7 @@ class Spool:
     def _read_data_names(self, header: str) -> Tuple[str, ...]:
         """The data file names a header needs; RecordError for names outside the spool dir."""
         path = self._dir / header
-        if "/" in _record_line(path):
+        if "/" in wfdb_header_lines(path)[0].split()[0]:
             return ()  # multi-segment: the reader refuses it with its own reason
         names = tuple(wfdb_signal_files(path))
         for name in names:
@@ -830,7 +838,11 @@ class Spool:
 
     def _refuse(self, names: Sequence[str], reason: str, name_hash: str,
                 also_named: Sequence[str] = ()) -> None:
-        """Move spool files into failed_dir unread, with the reason beside them."""
+        """Move spool files into failed_dir unread, with the reason beside them.
+
+        Logged like an input the daemon fails (``input_claimed``, then ``input_failed``),
+        and counted in ``refused_count()``.
+        """
         pairs = [(self._dir / name, sanitize_name(name)) for name in names
                  if os.path.lexists(self._dir / name)]
         try:
@@ -845,6 +857,10 @@ class Spool:
             for name in names:
                 self._forget(name)
                 self._backoff.pop(name, None)
+            if pairs:
+                self._refused += 1
+        if pairs:
+            self._log.info("input_claimed", name_hash=name_hash, files=len(pairs))
         self._log.warning("input_failed", name_hash=name_hash,
                           reason=_redact(reason, list(names) + list(also_named), name_hash))
 
@@ -975,19 +991,6 @@ def _make_observer() -> Any:
         )
     Pairing.delay = 0.0
     return InotifyObserver(generate_full_events=True)
-
-
-def _record_line(path: Path) -> str:
-    """First token of the first non-comment line of a WFDB header ('' when none)."""
-    try:
-        with open(path, "r", encoding="latin-1") as handle:
-            for line in handle:
-                text = line.strip()
-                if text and not text.startswith("#"):
-                    return text.split()[0]
-    except OSError as exc:
-        raise RecordError(f"{path.name}: cannot read header: {exc.strerror}") from exc
-    return ""
 
 
 def _error_file_name(name: str) -> str:
