@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import select
+import signal
+import subprocess
+import sys
 import threading
+import time
 import tty
 from pathlib import Path
 
@@ -105,3 +110,45 @@ def test_bad_options_refused(shared_data: Path):
     with pytest.raises(SourceError, match="--drop-rate"):
         _run(["--port", "loop://", "--format", "text", "--record",
               str(shared_data / "cinc2021" / "E07503.hea"), "--drop-rate", "1.5"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_simulation_prints_a_summary_and_removes_its_link(shared_data: Path,
+                                                                   tmp_path: Path, signum):
+    """SIGTERM or Ctrl-C ends a looping `simulate --pty-link`: it prints what it sent
+    (frames sent, dropped, garbled), removes its symlink and exits 0."""
+    link = tmp_path / "ttyECG"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecgd", "simulate", "--pty-link", str(link), "--format",
+         "ecgd-frame", "--record", str(shared_data / "cinc2021" / "E07503.hea"), "--loop",
+         "--speed", "20", "--drop-rate", "0.2", "--garbage-rate", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not link.is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reader = os.open(link, os.O_RDONLY | os.O_NOCTTY)
+        tty.setraw(reader)
+        received = b""
+        while len(received) < 200_000 and time.monotonic() < deadline:
+            if select.select([reader], [], [], 0.1)[0]:
+                received += os.read(reader, 65536)
+        process.send_signal(signum)
+        while process.poll() is None and time.monotonic() < deadline:
+            if select.select([reader], [], [], 0.1)[0]:
+                try:
+                    os.read(reader, 65536)
+                except OSError:  # hung up by the simulator
+                    break
+        os.close(reader)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    summary = re.fullmatch(r"sent (\d+) frames \(\d+ samples at 500 Hz\), dropped (\d+), "
+                           r"garbled (\d+) \(\d+ garbage bytes\), then stopped", out.splitlines()[-1])
+    assert summary is not None, out
+    assert all(int(count) > 0 for count in summary.groups())
+    assert not link.is_symlink()

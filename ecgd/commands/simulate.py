@@ -10,6 +10,7 @@ import dataclasses
 import fcntl
 import os
 import select
+import signal
 import struct
 import termios
 import threading
@@ -27,6 +28,7 @@ from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS, Recording, arrange_standard_leads
 from ecgd.signal.resample import resample_to
 from ecgd.sources import wire
+from ecgd.wording import counted
 
 CYTON_BANNER = (b"OpenBCI V3 8-16 channel\nOn Board ADS1299 Device ID: 0x3E\n"
                 b"LIS3DH Device ID: 0x33\nFirmware: v3.1.2 (ecgd simulate)\n$$$")
@@ -134,14 +136,26 @@ class Signal:
 @dataclasses.dataclass
 class SimulationResult:
     """What was sent. ``breaks`` are ``(start, end)`` stream sample ranges a receiver must
-    not splice across: a dropped frame ``(s, s + n)``, garbage before a frame ``(s, s)``."""
+    not splice across: a dropped frame ``(s, s + n)``, garbage before a frame ``(s, s)``.
+    ``frames_garbled`` counts the frames preceded by garbage; ``interrupted`` is set when
+    Ctrl-C (or SIGTERM, see ``run``) ended the stream."""
 
     frames_sent: int = 0
     frames_dropped: int = 0
+    frames_garbled: int = 0
     garbage_bytes: int = 0
     samples_streamed: int = 0
     breaks: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
     disconnected: bool = False
+    interrupted: bool = False
+
+    def summary(self, fs_hz: float) -> str:
+        """One line for the operator: what was sent, dropped and garbled."""
+        return (f"sent {counted(self.frames_sent, 'frame')} ({self.samples_streamed} samples "
+                f"at {fs_hz:g} Hz), dropped {self.frames_dropped}, garbled "
+                f"{self.frames_garbled} ({self.garbage_bytes} garbage bytes)"
+                + (", then disconnected" if self.disconnected else "")
+                + (", then stopped" if self.interrupted else ""))
 
 
 def prepare_signal(recording: Recording, fmt: str, n_leads: int) -> Signal:
@@ -199,7 +213,8 @@ def stream(device, sig: Signal, fmt: str, *, speed: float = 1.0, loop: bool = Fa
            gain: int = 24, units: str = "mv", lsb_uv: float = 1.0,
            stop: Optional[threading.Event] = None) -> SimulationResult:
     """Write ``sig`` to ``device`` (``write``/``read_available``/``close``) at real-time pace
-    times ``speed``, injecting seeded faults. Closes the device when done."""
+    times ``speed``, injecting seeded faults. Closes the device when done, or when
+    interrupted (KeyboardInterrupt), and returns what was sent either way."""
     stop = stop or threading.Event()
     rng = np.random.default_rng(seed)
     result = SimulationResult()
@@ -226,6 +241,7 @@ def stream(device, sig: Signal, fmt: str, *, speed: float = 1.0, loop: bool = Fa
             if garbage_rate and rng.random() < garbage_rate:
                 junk = rng.bytes(int(rng.integers(1, _GARBAGE_MAX_BYTES + 1)))
                 pending.append(junk)
+                result.frames_garbled += 1
                 result.garbage_bytes += len(junk)
                 result.breaks.append((start, start))
             if drop_rate and rng.random() < drop_rate:
@@ -236,6 +252,8 @@ def stream(device, sig: Signal, fmt: str, *, speed: float = 1.0, loop: bool = Fa
                 result.frames_sent += 1
             result.samples_streamed = start + n
         device.write(b"".join(pending))
+    except KeyboardInterrupt:
+        result.interrupted = True
     finally:
         device.close()
     return result
@@ -326,18 +344,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"simulating {fmt} on {args.pty_link} -> {device.slave_path}", flush=True)
     else:
         device = SerialDevice(args.port, args.baudrate)
+    # SIGTERM ends the stream as Ctrl-C does (a KeyboardInterrupt, which also interrupts a
+    # write blocked on a reader that stopped reading): the link is removed, the summary
+    # printed.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         result = stream(device, sig, fmt, speed=args.speed, loop=args.loop,
                         drop_rate=args.drop_rate, garbage_rate=args.garbage_rate,
                         disconnect_after_s=args.disconnect_after, seed=args.seed,
                         frame_samples=args.frame_samples, gain=args.gain, units=args.units,
                         lsb_uv=args.lsb_uv)
-    except KeyboardInterrupt:
-        return 130
     except OSError as exc:
         raise SourceError(f"simulate: device write failed: {exc}") from exc
-    print(f"sent {result.frames_sent} frames ({result.samples_streamed} samples at "
-          f"{sig.fs_hz:g} Hz), dropped {result.frames_dropped}, "
-          f"{result.garbage_bytes} garbage bytes"
-          + (", then disconnected" if result.disconnected else ""), flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(result.summary(sig.fs_hz), flush=True)
     return 0
