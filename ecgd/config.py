@@ -199,6 +199,18 @@ class HostConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StatusConfig:
+    """The state file the daemon keeps for ``ecgd status`` (in its systemd runtime folder)."""
+
+    file: Path = Path("/run/ecgd/status.json")
+    interval_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(0.5 <= self.interval_s <= 60.0, "status", "interval_s",
+                 "must be between 0.5 and 60")
+
+
+@dataclasses.dataclass(frozen=True)
 class SerialConfig:
     """A live acquisition device. Absent section = no live source."""
 
@@ -264,6 +276,7 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     host: HostConfig = HostConfig()
     logging: LoggingConfig = LoggingConfig()
+    status: StatusConfig = StatusConfig()
     serial: Optional[SerialConfig] = None
     source_path: Optional[Path] = None
 
@@ -279,6 +292,7 @@ _SECTIONS = {
     "privacy": PrivacyConfig,
     "host": HostConfig,
     "logging": LoggingConfig,
+    "status": StatusConfig,
     "serial": SerialConfig,
 }
 

@@ -14,7 +14,8 @@ Threads and their hand-offs::
         |  StageQueue (bounded)
         v
     write: seal -> durable write -> input moved to done (strictly after its reports)
-    main thread: signals, host health polling, STATUS=, WATCHDOG=
+    main thread: signals, host health polling, STATUS=, WATCHDOG=, the state file
+                 ``ecgd status`` reads (ecgd.daemon_state)
 
 Preparing the next inputs overlaps inference of the current batch, and a backlog of
 one-window files is inferred in batches. Live windows go before spool files (a bedside
@@ -39,6 +40,7 @@ import sdnotify
 
 from ecgd import __version__
 from ecgd.config import Config
+from ecgd.daemon_state import FORMAT_VERSION, free_bytes, write_state
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
 from ecgd.security.keys import RecipientKey, load_recipients
@@ -268,6 +270,10 @@ class Daemon:
                                        get_logger(component="serial"))
         self._recovered: Deque[ClaimedInput] = collections.deque()
         self._live_windows_cut = 0  # every window the live source cut, dropped ones included
+        self._started_at = utc_timestamp()
+        self._last_window: Optional[Dict[str, Any]] = None  # time, latency, QC of the last
+        self._state_failing = False
+        self._state_written_s = -float("inf")
         self._seal_failing = False
         self._patient_failing = False
         self._abort = threading.Event()
@@ -320,17 +326,21 @@ class Daemon:
                           recovered_inputs=len(self._recovered),
                           live_source=self.serial is not None, host=self.host.summary())
             self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
+            self._write_state("ready")
             next_host_poll = time.monotonic() + self.config.host.poll_s
-            while not self.stop_event.wait(1.0):
+            while not self.stop_event.wait(min(1.0, self.config.status.interval_s)):
                 if time.monotonic() >= next_host_poll:
                     self._poll_host()
                     next_host_poll = time.monotonic() + self.config.host.poll_s
                 self._notify_health()
+                if time.monotonic() - self._state_written_s >= self.config.status.interval_s:
+                    self._write_state("ready")
         finally:
             # Also on a crash of this thread: never leave the stages running headless.
             self.stop_event.set()
             self._wake.set()
             self.notifier.notify("STOPPING=1\nSTATUS=draining")
+            self._write_state("stopping")
             self.log.info("daemon_stopping")
             if self.serial is not None:
                 self.serial.stop()
@@ -342,6 +352,7 @@ class Daemon:
             for stage in self._stages:
                 stage.join()
         self.log.info("daemon_stopped", **dataclasses.asdict(self.counters_now()))
+        self._write_state("stopped")
         # A dead stage is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
         return 1 if self._stage_crashed else 0
 
@@ -373,6 +384,52 @@ class Daemon:
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
                 f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
                 f"dropped {dropped}; last {latency}; host {self.host.summary()}")
+
+    def _state_document(self, state: str) -> Dict[str, Any]:
+        """What ``ecgd status`` shows (layout in ecgd.daemon_state)."""
+        counters = dataclasses.asdict(self.counters_now())
+        del counters["last_latency_ms"]  # part of last_window
+        manifest = self.analyzer.manifest
+        return {
+            "format_version": FORMAT_VERSION, "state": state, "pid": os.getpid(),
+            "version": __version__, "started_at": self._started_at,
+            "updated_at": utc_timestamp(), "updated_unix_s": time.time(),
+            "interval_s": self.config.status.interval_s,
+            "counters": counters,
+            "queue": {
+                "spool_waiting": self.spool.ready_count(),
+                "windows_prepared": len(self._to_infer),
+                "windows_to_write": len(self._to_write),
+                "live_queue": len(self.live_queue) if self.live_queue is not None else 0,
+                "live_dropped": (self.live_queue.dropped_total
+                                 if self.live_queue is not None else 0),
+            },
+            "last_window": self._last_window,
+            "model": {"name": manifest.name, "precision": manifest.precision,
+                      "trained": manifest.trained},
+            "live_source": self.serial is not None,
+            "host": dict(self.host.as_dict(), summary=self.host.summary()),
+            "disk": {name: {"path": str(folder), "free_bytes": free_bytes(folder)}
+                     for name, folder in (("reports", self.config.reports.dir),
+                                          ("spool", self.config.spool.dir))},
+        }
+
+    def _write_state(self, state: str) -> None:
+        """Rewrite the state file; a failure is logged once (and its end), never fatal:
+        the appliance works without it."""
+        self._state_written_s = time.monotonic()
+        path = self.config.status.file
+        try:
+            write_state(path, self._state_document(state))
+        except OSError as exc:
+            if not self._state_failing:
+                self.log.error("state_file_unwritable", path=str(path),
+                               reason=exc.strerror or type(exc).__name__)
+                self._state_failing = True
+            return
+        if self._state_failing:
+            self.log.info("state_file_writable_again", path=str(path))
+            self._state_failing = False
 
     def _poll_host(self) -> None:
         health = read_host_health()
@@ -658,6 +715,8 @@ class Daemon:
         else:
             self.counters.windows_rejected += 1
         self.counters.last_latency_ms = latency_ms
+        self._last_window = {"at": utc_timestamp(), "latency_ms": round(latency_ms, 1),
+                             "qc": report["qc"]["status"]}
         top = report["findings"][0] if report["findings"] else None
         self.log.info(
             "window_analyzed",

@@ -6,6 +6,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -58,6 +59,9 @@ patient_file = "{root / 'patient' / 'current'}"
 poll_s = 0.5
 [logging]
 format = "json"
+[status]
+file = "{root / 'status.json'}"
+interval_s = 0.5
 {extra_toml}
 """)
         self.private_key = load_private_key(self.keys["private"])
@@ -172,6 +176,61 @@ def test_bad_inputs_are_quarantined_and_daemon_keeps_running(appliance, daemons,
     assert len(failed) == 3 and set(failed) <= set(claimed)
     (stopped,) = [event for event in events if event["event"] == "daemon_stopped"]
     assert stopped["inputs_failed"] == 3 and stopped["inputs_done"] == 1
+
+
+def _status(appliance: Appliance, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecgd", "status", "--config",
+                           str(appliance.config), *options],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_status_shows_the_running_daemon_then_a_hung_then_a_stopped_one(
+        appliance, daemons, shared_data) -> None:
+    """`ecgd status` reads the daemon's state file: not running before the start; ready with
+    its counters, last window and free disk while it runs; not responding while the process
+    is frozen (SIGSTOP, as a hung daemon); stopped, with the final counters, after SIGTERM."""
+    before = _status(appliance)
+    assert before.returncode == 1 and "no state file: the daemon is not running" in before.stdout
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    pid = daemon.process.pid
+    appliance.drop(shared_data / "cinc2021" / "E07500.mat")
+    appliance.drop(shared_data / "cinc2021" / "E07500.hea")
+    (appliance.incoming / "garbage.xml").write_bytes(b"<not-an-ecg/>")
+
+    def state_counters() -> dict:
+        return json.loads(_status(appliance, "--json").stdout)["state"]["counters"]
+
+    wait_for(lambda: (state_counters()["inputs_done"], state_counters()["inputs_failed"])
+             == (1, 1), 60, "one input done and one failed in the state file")
+    document = json.loads(_status(appliance, "--json").stdout)
+    assert document["running"] is True and document["condition"] == "running"
+    state = document["state"]
+    assert state["state"] == "ready" and state["pid"] == pid
+    counters = state["counters"]
+    assert counters["windows_done"] + counters["windows_rejected"] == 1
+    assert counters["inputs_done"] == 1 and counters["inputs_failed"] == 1
+    assert state["last_window"]["qc"] in ("accepted", "rejected")
+    assert state["disk"]["reports"]["free_bytes"] > 0
+    assert (appliance.root / "status.json").stat().st_mode & 0o777 == 0o640
+    human = _status(appliance)
+    assert human.returncode == 0
+    assert human.stdout.splitlines()[0].startswith(f"ecgd: ready (pid {pid}), updated ")
+    assert "  inputs    1 done, 1 failed, 0 waiting in the spool" in human.stdout
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: _status(appliance).returncode == 1, 30, "a stale state file")
+        frozen = _status(appliance)
+        assert frozen.stdout.startswith(f"ecgd: not responding: pid {pid} has not updated")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: _status(appliance).returncode == 0, 30, "a fresh state file again")
+    assert daemon.terminate() == 0
+    after = _status(appliance, "--json")
+    assert after.returncode == 1
+    document = json.loads(after.stdout)
+    assert document["condition"] == "stopped" and document["state"]["state"] == "stopped"
+    assert document["state"]["counters"]["inputs_done"] == 1
 
 
 def test_bad_config_exits_78_with_one_line(tmp_path: Path) -> None:
