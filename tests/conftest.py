@@ -1,4 +1,5 @@
-"""Shared fixtures: the real recordings in ../shared/data and a full-size reference model."""
+"""Shared fixtures: the real recordings in ../shared/data and a full-size reference model
+(which needs no ../shared: its labels ship with ecgd)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ecgfounder_labels(shared_data: Path) -> Path:
-    """ECGFounder's 150-line label file, as users pass it in with the checkpoint."""
-    return shared_data / "ecgfounder" / "tasks.txt"
+def ecgfounder_labels() -> Path:
+    """ECGFounder's 150-line label file (the copy shipped with ecgd, sha256-pinned), as
+    users pass it in with the checkpoint."""
+    from ecgd.model.build import ECGFOUNDER_LABELS
+
+    return ECGFOUNDER_LABELS
 
 
 @pytest.fixture(scope="session")

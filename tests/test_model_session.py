@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ecgd.errors import ModelError
-from ecgd.model.build import build_reference
+from ecgd.model.build import ECGFOUNDER_LABELS_SHA256, build_reference, ecgfounder_labels
 from ecgd.model.manifest import load_manifest
 from ecgd.model.net1d import ECGFOUNDER_12LEAD, count_parameters
 from ecgd.model.session import ModelSession, session_options
@@ -48,16 +48,31 @@ def test_wrong_input_is_refused(session, shape, dtype):
         session.predict_logits(np.zeros(shape, dtype=dtype))
 
 
-def test_build_without_labels_uses_placeholders_and_is_deterministic(tmp_path,
+def test_build_without_labels_uses_ecgfounders_and_is_deterministic(tmp_path,
                                                                     reference_manifest):
-    """Same seed -> same weights; without labels every label says it is a placeholder."""
+    """Same seed -> same weights; without a labels file the labels are ECGFounder's own
+    (shipped), whose sha256 is the published one."""
     manifest = load_manifest(build_reference(tmp_path, seed=0))
-    assert manifest.labels[0] == "untrained-placeholder-000" and len(manifest.labels) == 150
+    assert len(manifest.labels) == 150 and "untrained" not in " ".join(manifest.labels)
+    assert manifest.labels_sha256 == ECGFOUNDER_LABELS_SHA256
     assert manifest.provenance["seed"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "ecgfounder-reference.json", "ecgfounder-reference.onnx"]
     # labels live in the manifest, so the same seed gives a byte-identical graph
     assert manifest.onnx_sha256 == load_manifest(reference_manifest).onnx_sha256
+
+
+def test_shipped_labels_are_pinned(tmp_path, monkeypatch):
+    """The shipped tasks.txt is ECGFounder's published file; an edited copy is refused."""
+    from ecgd.model import build
+
+    assert len(set(ecgfounder_labels())) == 150
+    edited = tmp_path / "ecgfounder-tasks.txt"
+    edited.write_text(build.ECGFOUNDER_LABELS.read_text().replace("ABNORMAL ECG",
+                                                                   "ABNORMAL ECG (edited)"))
+    monkeypatch.setattr(build, "ECGFOUNDER_LABELS", edited)
+    with pytest.raises(ModelError, match="sha256 is not ECGFounder's published"):
+        build.ecgfounder_labels()
 
 
 def test_fp32_sessions_skip_weight_prepacking_and_int8_sessions_keep_it():

@@ -31,7 +31,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                     "before the real checkpoint is supplied: its findings are meaningless.")
     build.add_argument("--out", type=Path, required=True, metavar="DIR")
     build.add_argument("--labels", type=Path, metavar="FILE",
-                       help="150-line labels file (default: placeholder labels)")
+                       help="150-line labels file (default: ECGFounder's tasks.txt, shipped "
+                            "with ecgd)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--name", default="ecgfounder-reference")
     build.set_defaults(handler=run_build_reference)

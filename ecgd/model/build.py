@@ -33,11 +33,20 @@ from ecgd.records.leads import STANDARD_LEADS
 
 DEFAULT_PROFILE = "ecgfounder"
 MODEL_FS_HZ = 500.0
+# ECGFounder's 150 labels in output order: tasks.txt of PKUDigitalHealth/ECGFounder (commit
+# 04edac7, MIT licence beside it), shipped so that reference models name real findings.
+# Pinned: the file's published sha256, so an edited copy is refused, not silently used.
+ECGFOUNDER_LABELS = Path(__file__).with_name("ecgfounder-tasks.txt")
+ECGFOUNDER_LABELS_SHA256 = "7c087a0d383c7ea9ae9b818ad00a551b029334edfa5f1fbb5036bfbaa0df0c39"
 
 
-def placeholder_labels(n_classes: int) -> tuple:
-    """Labels that say they are placeholders, for a model built without a labels file."""
-    return tuple(f"untrained-placeholder-{i:03d}" for i in range(n_classes))
+def ecgfounder_labels() -> Tuple[str, ...]:
+    """The shipped ECGFounder labels, checked against their pinned sha256."""
+    labels = read_labels(ECGFOUNDER_LABELS, ECGFOUNDER_12LEAD.n_classes)
+    if sha256_of_labels(labels) != ECGFOUNDER_LABELS_SHA256:
+        raise ModelError(f"{ECGFOUNDER_LABELS}: sha256 is not ECGFounder's published "
+                         f"{ECGFOUNDER_LABELS_SHA256} (file altered)")
+    return labels
 
 
 def _check_name(name: str) -> None:
@@ -99,17 +108,17 @@ def build_reference(out_dir: Path, *, labels_path: Optional[Path] = None, seed: 
                     name: str = "ecgfounder-reference") -> Path:
     """Build the ECGFounder Net1D with seeded random weights (``trained: false``).
 
-    Without ``labels_path`` the 150 labels are placeholders that say so. Returns the
-    manifest path (``out_dir/NAME.json``).
+    Without ``labels_path`` the labels are ECGFounder's own (shipped with ecgd). Returns
+    the manifest path (``out_dir/NAME.json``).
     """
     spec = ECGFOUNDER_12LEAD
     labels = (read_labels(labels_path, spec.n_classes) if labels_path is not None
-              else placeholder_labels(spec.n_classes))
+              else ecgfounder_labels())
     weights = random_weights(spec, seed)
     onnx_bytes = build_graph(spec, weights, doc=f"ECGFounder Net1D, untrained, seed {seed}") \
         .SerializeToString()
     provenance = dict(_base_provenance(), source="seeded-random-weights", seed=seed,
-                      labels_source="file" if labels_path is not None else "placeholder")
+                      labels_source="file" if labels_path is not None else "ecgfounder-tasks.txt")
     return write_model(out_dir, name, onnx_bytes, spec=spec, labels=labels, trained=False,
                        precision="fp32", provenance=provenance)
 
