@@ -21,7 +21,6 @@ import secrets
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from ecgd import durable
@@ -56,7 +55,9 @@ class RecipientKey:
 
 def raw_public_bytes(public_key: X25519PublicKey) -> bytes:
     """The 32 raw bytes of an X25519 public key."""
-    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # public_bytes_raw (cryptography >= 40), not public_bytes(Encoding.Raw, ...): the
+    # serialization module it needs takes longer to import than the rest of `decrypt`.
+    return public_key.public_bytes_raw()
 
 
 def key_id_bytes(public_key: X25519PublicKey) -> bytes:
@@ -159,11 +160,7 @@ def format_public_key(public_key: X25519PublicKey) -> bytes:
 
 def format_private_key(private_key: X25519PrivateKey) -> bytes:
     """The text of a ``.key`` file for ``private_key``."""
-    raw = private_key.private_bytes(
-        serialization.Encoding.Raw,
-        serialization.PrivateFormat.Raw,
-        serialization.NoEncryption(),
-    )
+    raw = private_key.private_bytes_raw()
     return f"{PRIVATE_KEY_TAG} {base64.b64encode(raw).decode('ascii')}\n".encode("ascii")
 
 
