@@ -7,10 +7,9 @@ created would belong to root and lock the service user out.
 
 The model costs most to verify. The quick check (what ``check`` does by default) reads the
 manifest, checks every field and the labels hash, and that the model file is a readable
-regular file. Re-hashing the 117 MB model file and starting ONNX Runtime on it take about
-1 s more (the hash about 0.25 s, importing onnxruntime about 0.3 s, the session 0.15 s,
-scipy for the preprocessing filters the rest): ``check --full`` does that too, and
-``ecgd run`` always does before READY=1. Imports here stay light so ``check`` starts at
+regular file. Re-hashing the 117 MB model file (about 0.25 s) and starting ONNX Runtime on
+it with the pipeline around it (importing onnxruntime and scipy, opening the session) cost
+1-2 s more: ``check --full`` does that too, and ``ecgd run`` always does before READY=1. Imports here stay light so ``check`` starts at
 once; the full check imports its heavy modules only when asked.
 """
 from __future__ import annotations
