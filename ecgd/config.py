@@ -206,8 +206,9 @@ class StatusConfig:
     interval_s: float = 2.0
 
     def __post_init__(self) -> None:
-        _require(0.5 <= self.interval_s <= 60.0, "status", "interval_s",
-                 "must be between 0.5 and 60")
+        # the daemon's main loop, which writes it, wakes once a second
+        _require(1.0 <= self.interval_s <= 60.0, "status", "interval_s",
+                 "must be between 1 and 60")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -328,7 +328,7 @@ class Daemon:
             self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
             self._write_state("ready")
             next_host_poll = time.monotonic() + self.config.host.poll_s
-            while not self.stop_event.wait(min(1.0, self.config.status.interval_s)):
+            while not self.stop_event.wait(1.0):
                 if time.monotonic() >= next_host_poll:
                     self._poll_host()
                     next_host_poll = time.monotonic() + self.config.host.poll_s

@@ -61,7 +61,7 @@ poll_s = 0.5
 format = "json"
 [status]
 file = "{root / 'status.json'}"
-interval_s = 0.5
+interval_s = 1.0
 {extra_toml}
 """)
         self.private_key = load_private_key(self.keys["private"])
