@@ -22,8 +22,11 @@ EXIT_INTERNAL = 70
 
 @dataclasses.dataclass(frozen=True)
 class Command:
-    """A subcommand: its name, the module implementing it (``register(parser)`` adds its
-    options and sets ``handler``), and its line in ``ecgd --help``."""
+    """A subcommand: its name, the module implementing it, and its line in ``ecgd --help``.
+
+    The module has ``DESCRIPTION`` (its ``--help`` text, printed as written) and
+    ``register(parser)``, which adds the command's options and sets ``handler``.
+    """
 
     name: str
     module: str
@@ -73,8 +76,11 @@ def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
     subparsers.required = True
     for command in COMMANDS:
         if command.name == selected:
-            command_parser = subparsers.add_parser(command.name, help=command.help)
-            importlib.import_module(command.module).register(command_parser)
+            module = importlib.import_module(command.module)
+            command_parser = subparsers.add_parser(
+                command.name, help=command.help, description=module.DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+            module.register(command_parser)
         else:
             subparsers.add_parser(command.name, help=command.help, add_help=False)
     return parser

@@ -9,8 +9,9 @@ The model costs most to verify. The quick check (what ``check`` does by default)
 manifest, checks every field and the labels hash, and that the model file is a readable
 regular file. Re-hashing the 117 MB model file (about 0.25 s) and starting ONNX Runtime on
 it with the pipeline around it (importing onnxruntime and scipy, opening the session) cost
-1-2 s more: ``check --full`` does that too, and ``ecgd run`` always does before READY=1. Imports here stay light so ``check`` starts at
-once; the full check imports its heavy modules only when asked.
+1-2 s more: ``check --full`` does that too, and ``ecgd run`` always does before READY=1.
+Imports here stay light so that ``check`` starts at once; the full check imports its heavy
+modules only when asked.
 """
 from __future__ import annotations
 

@@ -5,12 +5,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Tuple
 
 import pytest
 
-from ecgd.security.keys import generate_keys
 from model_helpers import write_tiny_model
+from test_daemon import Appliance
 
 LABELS = tuple(f"label-{index:03d}" for index in range(150))
 
@@ -20,29 +20,16 @@ def tiny_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), LABELS)
 
 
-def _write_config(root: Path, manifest: Path, keys: Dict[str, Path], extra: str = "",
-                  model_extra: str = "", spool_extra: str = "") -> Path:
-    config = root / "ecgd.toml"
-    config.write_text(f"""
-[model]
-manifest = "{manifest}"
-threads = 1
-{model_extra}
-[spool]
-dir = "{root / 'spool' / 'incoming'}"
-processing_dir = "{root / 'spool' / 'processing'}"
-done_dir = "{root / 'spool' / 'done'}"
-failed_dir = "{root / 'spool' / 'failed'}"
-{spool_extra}
-[reports]
-dir = "{root / 'reports'}"
-recipients = ["{keys['public']}"]
-[privacy]
-pseudonym_key_file = "{keys['pseudonym']}"
-patient_file = "{root / 'patient' / 'current'}"
-{extra}
-""")
-    return config
+def _config(root: Path, manifest: Path, *replacements: Tuple[str, str],
+            extra: str = "") -> Path:
+    """The config of a local installation (test_daemon.Appliance) with text replaced."""
+    appliance = Appliance(root, manifest, extra_toml=extra)
+    text = appliance.config.read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    appliance.config.write_text(text)
+    return appliance.config
 
 
 def _ecgd(*argv: object) -> subprocess.CompletedProcess:
@@ -56,13 +43,13 @@ def test_check_lists_every_problem_in_one_run_on_stdout(tmp_path: Path) -> None:
     stdout, each naming its config key and full path; exit 78."""
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the reports folder should go")
-    config = _write_config(tmp_path, tmp_path / "models" / "gone.json",
-                           {"public": tmp_path / "nokey.pub",
-                            "pseudonym": tmp_path / "nopseudonym.key"},
-                           model_extra="batch_max = 0\nthredas = 2",
-                           spool_extra="settle_s = -5")
-    config.write_text(config.read_text().replace(f'dir = "{tmp_path / "reports"}"',
-                                                 f'dir = "{blocker / "reports"}"'))
+    config = _config(tmp_path, tmp_path / "models" / "gone.json",
+                     ("threads = 1\n", "threads = 1\nbatch_max = 0\nthredas = 2\n"),
+                     ("settle_s = 0.3", "settle_s = -5"),
+                     (f'dir = "{tmp_path / "reports"}"', f'dir = "{blocker / "reports"}"'),
+                     (str(tmp_path / "keys" / "reading-station.pub"), str(tmp_path / "nokey.pub")),
+                     (str(tmp_path / "keys" / "pseudonym.key"),
+                      str(tmp_path / "nopseudonym.key")))
     result = _ecgd("check", "--config", config)
     assert result.returncode == 78
     assert result.stderr == ""
@@ -82,10 +69,8 @@ def test_check_lists_every_problem_in_one_run_on_stdout(tmp_path: Path) -> None:
 
 def test_check_json_holds_the_same_problems(tmp_path: Path, tiny_manifest: Path) -> None:
     """`ecgd check --json` prints one JSON object with every problem line."""
-    keys = generate_keys(tmp_path / "keys")
-    config = _write_config(tmp_path, tiny_manifest, keys,
-                           model_extra="threads = 0", spool_extra="settle_s = -5")
-    config.write_text(config.read_text().replace("threads = 1\n", ""))
+    config = _config(tmp_path, tiny_manifest, ("threads = 1", "threads = 0"),
+                     ("settle_s = 0.3", "settle_s = -5"))
     text = _ecgd("check", "--config", config).stdout
     plain = _ecgd("check", "--json", "--config", config)
     assert plain.returncode == 78
@@ -99,10 +84,9 @@ def test_a_bad_value_is_not_checked_again_at_its_default(tmp_path: Path,
                                                          tiny_manifest: Path) -> None:
     """A recipients value of the wrong type is one problem; check does not go on to look
     for the default /etc/ecgd key it fell back to (a problem the config does not have)."""
-    keys = generate_keys(tmp_path / "keys")
-    config = _write_config(tmp_path, tiny_manifest, keys)
-    config.write_text(config.read_text().replace(f'recipients = ["{keys["public"]}"]',
-                                                 f'recipients = "{keys["public"]}"'))
+    public = tmp_path / "keys" / "reading-station.pub"
+    config = _config(tmp_path, tiny_manifest,
+                     (f'recipients = ["{public}"]', f'recipients = "{public}"'))
     result = _ecgd("check", "--config", config)
     assert result.stdout.splitlines() == [
         f"ecgd: {config}: [reports] recipients: must be a list"]
@@ -112,8 +96,7 @@ def test_quick_check_trusts_the_manifest_and_full_check_rehashes(tmp_path: Path)
     """The quick check (default) reads the manifest but does not re-hash the model file;
     --full re-hashes it and loads it in ONNX Runtime, as `ecgd run` does."""
     manifest = write_tiny_model(tmp_path / "model", LABELS)
-    keys = generate_keys(tmp_path / "keys")
-    config = _write_config(tmp_path, manifest, keys)
+    config = _config(tmp_path, manifest)
     assert _ecgd("check", "--config", config).returncode == 0
     assert _ecgd("check", "--full", "--config", config).returncode == 0
     onnx_path = manifest.with_suffix(".onnx")
@@ -136,11 +119,8 @@ def test_quick_check_trusts_the_manifest_and_full_check_rehashes(tmp_path: Path)
 def test_run_refuses_to_start_naming_every_problem(tmp_path: Path,
                                                    tiny_manifest: Path) -> None:
     """`ecgd run` exits 78 and prints every problem `check` finds, not only the first."""
-    keys = generate_keys(tmp_path / "keys")
-    config = _write_config(tmp_path, tiny_manifest,
-                           {"public": tmp_path / "a.pub", "pseudonym": keys["pseudonym"]})
-    config.write_text(config.read_text().replace(
-        f'recipients = ["{tmp_path / "a.pub"}"]',
+    config = _config(tmp_path, tiny_manifest, (
+        f'recipients = ["{tmp_path / "keys" / "reading-station.pub"}"]',
         f'recipients = ["{tmp_path / "a.pub"}", "{tmp_path / "b.pub"}"]'))
     result = _ecgd("run", "--config", config)
     assert result.returncode == 78

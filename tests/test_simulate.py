@@ -148,7 +148,8 @@ def test_stopped_simulation_prints_a_summary_and_removes_its_link(shared_data: P
             process.wait()
     assert process.returncode == 0, err
     summary = re.fullmatch(r"sent (\d+) frames \(\d+ samples at 500 Hz\), dropped (\d+), "
-                           r"garbled (\d+) \(\d+ garbage bytes\), then stopped", out.splitlines()[-1])
+                           r"garbled (\d+) \(\d+ garbage bytes\), then stopped",
+                           out.splitlines()[-1])
     assert summary is not None, out
     assert all(int(count) > 0 for count in summary.groups())
     assert not link.is_symlink()

@@ -10,7 +10,7 @@ printed, with the interpreter's own start (``python -c pass``, measured in the s
 rounds) as the baseline. Wall time is what a user waits; on a loaded machine it is mostly
 waiting for a core, so the CPU time the process used (user + system, from wait4) is
 printed too: it barely depends on the load. Usage:
-    PYTHONPATH=. python tools/bench_startup.py [--rounds 15] [--markdown FILE]
+    python tools/bench_startup.py [--rounds 15] [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -24,12 +24,17 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from ecgd.model.build import build_reference
-from ecgd.security.keys import generate_keys, load_recipients
-from ecgd.security.seal import seal, write_durable
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from ecgd.model.build import build_reference  # noqa: E402
+from ecgd.security.keys import load_recipients  # noqa: E402
+from ecgd.security.seal import seal, write_durable  # noqa: E402
+from test_daemon import Appliance  # noqa: E402
 
 TARGET_S = 0.3
-SAMPLE = Path(__file__).resolve().parents[1] / "ecgd" / "samples" / "ludb" / "1.hea"
+SAMPLE = REPO / "ecgd" / "samples" / "ludb" / "1.hea"
 
 
 def _ecgd() -> List[str]:
@@ -39,30 +44,13 @@ def _ecgd() -> List[str]:
 
 
 def _installation(root: Path) -> Tuple[Path, Path, Path, Path]:
-    """(config, manifest, private key, sealed report) of a small installation in ``root``."""
+    """(config, manifest, private key, sealed report) of a local installation in ``root``
+    (the tests' Appliance: config, keys, folders) with the reference model."""
     manifest = build_reference(root / "models")
-    keys = generate_keys(root / "keys")
-    config = root / "ecgd.toml"
-    config.write_text(f"""
-[model]
-manifest = "{manifest}"
-[spool]
-dir = "{root / 'spool' / 'incoming'}"
-processing_dir = "{root / 'spool' / 'processing'}"
-done_dir = "{root / 'spool' / 'done'}"
-failed_dir = "{root / 'spool' / 'failed'}"
-[reports]
-dir = "{root / 'reports'}"
-recipients = ["{keys['public']}"]
-[privacy]
-pseudonym_key_file = "{keys['pseudonym']}"
-patient_file = "{root / 'patient' / 'current'}"
-[status]
-file = "{root / 'status.json'}"
-""")
-    report = write_durable(root, "report.ecgr",
-                           seal(b'{"report_id": "bench"}', load_recipients([keys["public"]])))
-    return config, manifest, keys["private"], report
+    appliance = Appliance(root, manifest)
+    recipients = load_recipients([appliance.keys["public"]])
+    report = write_durable(root, "report.ecgr", seal(b'{"report_id": "bench"}', recipients))
+    return appliance.config, manifest, appliance.keys["private"], report
 
 
 def _commands(config: Path, manifest: Path, private_key: Path,

@@ -1,6 +1,6 @@
 """Subcommands of the ``ecgd`` CLI, one module each (listed in ``ecgd.cli.COMMANDS``):
-``register(parser)`` adds the command's description and options to its parser and sets
-``handler``; the handler takes the parsed args and returns an exit code.
+``DESCRIPTION`` is its ``--help`` text, printed as written; ``register(parser)`` adds its
+options and sets ``handler``; the handler takes the parsed args and returns an exit code.
 
 Kept free of imports beyond the standard library: every command imports this package.
 """

@@ -26,8 +26,6 @@ and windows done and the rate."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", type=Path, metavar="MANIFEST",
                         help="model manifest (NAME.json); default: [model] manifest of the config")
     parser.add_argument("--config", type=Path, metavar="FILE",

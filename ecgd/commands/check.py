@@ -22,8 +22,6 @@ ONNX Runtime, as 'ecgd run' does (about 1 s more)."""
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_option(parser)
     parser.add_argument("--full", action="store_true",
                         help="also re-hash the model file and load it in ONNX Runtime")

@@ -15,13 +15,14 @@ EXIT_UNREADABLE = 1
 _SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
+DESCRIPTION = f"""Decrypt each FILE with the private key and print its JSON report on one
+line of stdout. A file that fails authentication (modified, truncated, not sealed to this
+key) or is not a sealed report is named on stderr with the reason, the others are still
+printed, and the exit code is {TamperedError.exit_code}. An unreadable file exits
+{EXIT_UNREADABLE}; a --key that is not a private key exits {UsageError.exit_code}."""
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Decrypt each FILE with the private key and print its JSON report on one line of "
-        "stdout. A file that fails authentication (modified, truncated, not sealed to this "
-        "key) is named on stderr with the reason, the others are still printed, and the "
-        f"exit code is {TamperedError.exit_code}; an unreadable file exits "
-        f"{EXIT_UNREADABLE}.")
     parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
                         help="the recipient private key (NAME.key from ecgd keygen)")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",

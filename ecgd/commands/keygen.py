@@ -7,12 +7,13 @@ from pathlib import Path
 from ecgd.security.keys import generate_keys, load_recipient
 
 
+DESCRIPTION = """Write NAME.key (private, 0600: keep it at the reading station only),
+NAME.pub (copy to the appliance's [reports] recipients) and pseudonym.key (0600: for the
+appliance's [privacy] pseudonym_key_file or systemd credential). Existing files are never
+overwritten."""
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Write NAME.key (private, 0600: keep it at the reading station only), NAME.pub "
-        "(copy to the appliance's [reports] recipients) and pseudonym.key (0600: for the "
-        "appliance's [privacy] pseudonym_key_file or systemd credential). Existing files "
-        "are never overwritten.")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory to write into (created 0700 if missing)")
     parser.add_argument("--name", default="reading-station",

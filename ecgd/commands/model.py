@@ -19,8 +19,6 @@ PyTorch is never needed: checkpoints are read without executing their pickle cod
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     commands = parser.add_subparsers(dest="model_command", metavar="ACTION")
     commands.required = True
 

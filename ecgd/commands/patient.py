@@ -17,8 +17,6 @@ The file is [privacy] patient_file of the config (the same one 'ecgd run' reads)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True

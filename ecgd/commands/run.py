@@ -21,8 +21,6 @@ not restart on; every problem found is printed, one per line, as 'ecgd check' li
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_option(parser)
     parser.set_defaults(handler=run)
 

@@ -292,8 +292,6 @@ class _CytonProtocol:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--port", metavar="PATH_OR_URL",
                         help="device path or pyserial URL to write to")

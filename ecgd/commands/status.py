@@ -20,8 +20,6 @@ updated for three intervals: hung or killed). Readable by root and the service's
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.description = DESCRIPTION
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_option(parser)
     parser.add_argument("--json", action="store_true",
                         help='print {"running", "condition", "message", "state"} as JSON')
