@@ -57,6 +57,7 @@ from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
+from ecgd.wording import counted
 
 _DEFAULT_WATCHDOG_S = 30.0
 # How long a blocked stage waits before it looks at the stop/abort flags again (not a poll
@@ -382,8 +383,8 @@ class Daemon:
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
-                f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
-                f"dropped {dropped}; last {latency}; host {self.host.summary()}")
+                f"waiting, {counted(len(self._to_infer), 'window')} prepared; live queue "
+                f"{queue}, dropped {dropped}; last {latency}; host {self.host.summary()}")
 
     def _state_document(self, state: str) -> Dict[str, Any]:
         """What ``ecgd status`` shows (layout in ecgd.daemon_state)."""

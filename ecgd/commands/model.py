@@ -194,8 +194,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     for reason in skipped:
         print(f"skipped {reason}", file=sys.stderr)
     calibration, held_out = split_windows(per_recording)
-    print(f"calibrating on {len(calibration)} windows, comparing on {len(held_out)} held-out "
-          f"windows ({len(per_recording)} recordings)")
+    print(f"calibrating on {counted(len(calibration), 'window')}, comparing on "
+          f"{counted(len(held_out), 'held-out window')} "
+          f"({counted(len(per_recording), 'recording')})")
     new_manifest, report = quantize_static_int8(args.manifest, calibration, held_out,
                                                 args.out, name=args.name,
                                                 threads=config.model.threads)
