@@ -22,6 +22,9 @@ else:  # Raspberry Pi OS bookworm ships Python 3.11; bullseye (3.9) needs tomli.
     import tomli as tomllib
 
 
+DEFAULT_CONFIG = Path("/etc/ecgd/ecgd.toml")
+
+
 def _fail(section: str, key: str, reason: str) -> ConfigError:
     return ConfigError(f"[{section}] {key}: {reason}")
 

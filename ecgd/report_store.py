@@ -17,6 +17,8 @@ from typing import List
 
 REPORT_SUFFIX = ".ecgr"
 DELIVERED_DIR_NAME = "delivered"
+# Sealed reports are kilobytes; a far larger file is not one and is never read whole.
+REPORT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def report_file_name(report_id: str) -> str:

@@ -75,10 +75,13 @@ class NotifySocket:
 
 
 class DaemonProcess:
-    """``python -m ecgd run --config FILE`` with NOTIFY_SOCKET pointing at a NotifySocket."""
+    """``python -m ecgd run --config FILE`` with NOTIFY_SOCKET pointing at a NotifySocket.
+
+    ``subcommand`` runs another service the same way (``forward``).
+    """
 
     def __init__(self, config_path: Path, workdir: Path, watchdog_s: Optional[float] = None,
-                 extra_env: Optional[Dict[str, str]] = None) -> None:
+                 extra_env: Optional[Dict[str, str]] = None, subcommand: str = "run") -> None:
         self.notify = NotifySocket(workdir / f"notify-{time.monotonic_ns()}.sock")
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         env = dict(os.environ)
@@ -90,7 +93,7 @@ class DaemonProcess:
         env.update(extra_env or {})
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ecgd", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "ecgd", subcommand, "--config", str(config_path)],
             stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, Dict, Mapping
 
 from ecgd.errors import ConfigError, TamperedError
+from ecgd.report_store import REPORT_MAX_BYTES
 from ecgd.security.keys import EnrolledAppliance, StationIdentity
 from ecgd.security.origin import Origin, verify_origin
 from ecgd.security.seal import SIGNER_FIELD
 
-# Sealed reports are kilobytes; a far larger file is not one and is not read whole.
-SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +34,9 @@ class OpenedReport:
 def read_sealed(path: Path) -> bytes:
     """The bytes of a sealed report file (OSError if unreadable; TamperedError if huge)."""
     with open(path, "rb") as handle:
-        data = handle.read(SEALED_MAX_BYTES + 1)
-    if len(data) > SEALED_MAX_BYTES:
-        raise TamperedError(f"larger than {SEALED_MAX_BYTES} bytes, not a sealed report")
+        data = handle.read(REPORT_MAX_BYTES + 1)
+    if len(data) > REPORT_MAX_BYTES:
+        raise TamperedError(f"larger than {REPORT_MAX_BYTES} bytes, not a sealed report")
     return data
 
 
