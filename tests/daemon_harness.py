@@ -1,6 +1,7 @@
 """Run ``ecgd run`` as a real subprocess with a real NOTIFY_SOCKET, for end-to-end tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,3 +122,28 @@ class DaemonProcess:
             self.kill()
         self._log_file.close()
         self.notify.close()
+
+
+@contextlib.contextmanager
+def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` and filled up; yields the filler file
+    (delete it to make room). Skips the test where mounting needs root and is refused."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        filler = folder / "filler"
+        try:
+            with open(filler, "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        except OSError:
+            pass  # full: what the caller wants
+        yield filler
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

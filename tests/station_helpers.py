@@ -6,6 +6,7 @@ import datetime as dt
 import http.server
 import ipaddress
 import os
+import random
 import signal
 import socket
 import ssl
@@ -20,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from daemon_harness import REPO_ROOT, wait_for
+from daemon_harness import REPO_ROOT, DaemonProcess, wait_for
+from ecgd.report_store import delivered_dir, list_reports
 from ecgd.security.keys import generate_keys, generate_signing_key, load_signing_key
 from seal_helpers import write_sealed_reports
 
@@ -217,3 +219,42 @@ class TestStation:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(30)
+
+
+def run_crash_scenario(site: Site, workdir: Path, interruptions: int,
+                       seed: Optional[int] = None) -> Dict[str, int]:
+    """Forward every report in ``site.reports`` to a real receiver while, at random points,
+    the forwarder is SIGKILLed and restarted or the receiver is stopped (SIGKILL or SIGTERM)
+    and restarted once the forwarder has noticed. Returns how often each happened."""
+    chance = random.Random(seed)
+    total = len(list_reports(site.reports))
+    delivered = lambda: len(list_reports(delivered_dir(site.reports)))  # noqa: E731
+    port = free_port()
+    config = site.forward_config(f"https://127.0.0.1:{port}")
+    receivers = [ReceiverProcess(site, port, workdir).wait_listening()]
+    forwarders = [DaemonProcess(config, workdir, subcommand="forward")]
+    counts = {"forwarder_killed": 0, "receiver_stopped": 0}
+    try:
+        for step in range(interruptions):
+            goal = min(delivered() + chance.randint(1, max(1, total // (interruptions + 2))),
+                       total)
+            wait_for(lambda: delivered() >= goal, 300, f"{goal} reports delivered")
+            if step % 2 == 0:
+                forwarders[-1].kill()
+                counts["forwarder_killed"] += 1
+                forwarders.append(DaemonProcess(config, workdir, subcommand="forward"))
+            else:
+                receivers[-1].stop(chance.choice([signal.SIGKILL, signal.SIGTERM]))
+                counts["receiver_stopped"] += 1
+                wait_for(lambda: "station_unavailable" in forwarders[-1].log_text(), 60,
+                         "the forwarder noticing the station is down")
+                receivers.append(ReceiverProcess(site, port, workdir).wait_listening())
+        wait_for(lambda: delivered() == total, 600, "every report delivered")
+        if forwarders[-1].terminate() != 0:
+            raise AssertionError("ecgd forward did not exit 0 on SIGTERM:\n"
+                                 + forwarders[-1].log_text())
+    finally:
+        for forwarder in forwarders:
+            forwarder.close()
+        receivers[-1].stop()
+    return counts

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from daemon_harness import DaemonProcess, wait_for
+from daemon_harness import DaemonProcess, full_filesystem, wait_for
 from seal_helpers import age_decrypt
 from ecgd.daemon import Job, StageAborted, StageQueue
 from ecgd.security.keys import (
@@ -382,18 +382,7 @@ def test_watchdog_pings_stop_while_inference_hangs(tmp_path, reference_manifest,
 
 def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> None:
     """Reports dir on a full filesystem: input stays in processing; freeing space recovers."""
-    appliance.reports.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
-                            str(appliance.reports)], capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    try:
-        filler = appliance.reports / "filler"
-        with pytest.raises(OSError):
-            with open(filler, "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
+    with full_filesystem(appliance.reports, "256k") as filler:
         daemon = daemons(appliance)
         daemon.wait_ready()
         appliance.drop(shared_data / "cinc2021" / "HR06001.mat")
@@ -408,8 +397,6 @@ def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> 
         assert log.count("reports_unwritable") == 1
         assert "reports_writable_again" in log
         assert daemon.terminate() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(appliance.reports)], capture_output=True)
 
 
 def _job(n_windows: int, live: bool = False, tag: str = "") -> Job:

@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-import signal
 import ssl
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 from structlog.testing import capture_logs
 
-from daemon_harness import DaemonProcess, wait_for
 from ecgd.config import load_config
 from ecgd.delivery.forwarder import Forwarder, StationClient
 from ecgd.delivery.receiver import ReportInbox
@@ -24,7 +21,8 @@ from ecgd.errors import ConfigError, ReportRefused, StationUnavailable
 from ecgd.logs import get_logger
 from ecgd.report_store import delivered_dir, list_reports
 from ecgd.security.keys import load_enrolled_appliances
-from station_helpers import Authority, ReceiverProcess, Site, TestStation, free_port
+from daemon_harness import full_filesystem
+from station_helpers import Authority, Behaviour, Site, TestStation, run_crash_scenario
 
 # Reports forwarded in the crash test below (tools/delivery_soak.py runs 500).
 CRASH_TEST_REPORTS = 120
@@ -65,6 +63,18 @@ def _real_station(site: Site):
     return store
 
 
+def _one_pass(site: Site, behaviour: Behaviour) -> Tuple[Forwarder, List[dict]]:
+    """One delivery pass to a TestStation acting as ``behaviour``; the forwarder and logs."""
+    station = TestStation(_server_context(site), behaviour)
+    try:
+        forwarder = _forwarder(site, station.port)
+        with capture_logs() as logs:
+            forwarder.deliver_pending()
+    finally:
+        station.close()
+    return forwarder, logs
+
+
 def _undelivered(site: Site) -> List[str]:
     return [path.name for path in list_reports(site.reports)]
 
@@ -76,13 +86,7 @@ def _delivered(site: Site) -> List[str]:
 def test_pass_delivers_every_report_byte_identical(site: Site) -> None:
     """One pass: each report is at the station exactly as sealed, and moved to delivered/."""
     sealed = {path.name: path.read_bytes() for path in site.seal_reports(5)}
-    station = TestStation(_server_context(site), _real_station(site))
-    try:
-        forwarder = _forwarder(site, station.port)
-        with capture_logs() as logs:
-            forwarder.deliver_pending()
-    finally:
-        station.close()
+    forwarder, logs = _one_pass(site, _real_station(site))
     assert site.station_files() == sealed
     assert _undelivered(site) == [] and _delivered(site) == sorted(sealed)
     assert [e["report_id"] + ".ecgr" for e in logs if e["event"] == "report_delivered"] == \
@@ -159,13 +163,7 @@ def test_report_truncated_or_deleted_under_the_forwarder(site: Site) -> None:
             paths[1].write_bytes(sealed[paths[1].name][:-10])
             paths[2].unlink()
         return store(path, body)
-    station = TestStation(_server_context(site), behaviour)
-    try:
-        forwarder = _forwarder(site, station.port)
-        with capture_logs() as logs:
-            forwarder.deliver_pending()
-    finally:
-        station.close()
+    forwarder, logs = _one_pass(site, behaviour)
     assert _delivered(site) == sorted([paths[0].name, paths[3].name])
     assert _undelivered(site) == [paths[1].name]
     assert site.station_files() == {name: sealed[name] for name in _delivered(site)}
@@ -190,21 +188,10 @@ def test_refused_report_does_not_block_the_others(site: Site) -> None:
         station.close()
 
 
-def test_full_station_disk_is_retried_until_there_is_room(site: Site, tmp_path: Path) -> None:
+def test_full_station_disk_is_retried_until_there_is_room(site: Site) -> None:
     """A station whose disk is full answers 507; nothing is delivered until it has room,
     then everything is (the report is never lost, never marked delivered early)."""
-    site.inbox.mkdir(parents=True)
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(site.inbox)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    try:
-        filler = site.inbox / "filler"
-        with pytest.raises(OSError):
-            with open(filler, "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
+    with full_filesystem(site.inbox, "64k") as filler:
         sealed = {path.name: path.read_bytes() for path in site.seal_reports(3)}
         station = TestStation(_server_context(site), _real_station(site))
         try:
@@ -218,8 +205,6 @@ def test_full_station_disk_is_retried_until_there_is_room(site: Site, tmp_path: 
             station.close()
         assert site.station_files() == sealed
         assert _delivered(site) == sorted(sealed)
-    finally:
-        subprocess.run(["umount", "-l", str(site.inbox)], capture_output=True)
 
 
 def test_config_refuses_plain_http_and_a_missing_section(site: Site) -> None:
@@ -240,30 +225,7 @@ def test_crashes_on_both_ends_lose_nothing_and_duplicate_nothing(site: Site,
     or SIGTERM) at random points, then restarted: the station ends with every report
     exactly once, byte-identical, and the appliance with every report in delivered/."""
     sealed = {path.name: path.read_bytes() for path in site.seal_reports(CRASH_TEST_REPORTS)}
-    port = free_port()
-    config = site.forward_config(f"https://127.0.0.1:{port}")
-    chance = random.Random()
-    receivers = [ReceiverProcess(site, port, tmp_path).wait_listening()]
-    forwarders = [DaemonProcess(config, tmp_path, subcommand="forward")]
-    try:
-        for step in range(4):
-            goal = len(_delivered(site)) + chance.randint(1, CRASH_TEST_REPORTS // 6)
-            wait_for(lambda: len(_delivered(site)) >= min(goal, CRASH_TEST_REPORTS), 120,
-                     f"{goal} reports delivered")
-            if step % 2 == 0:
-                forwarders[-1].kill()
-                forwarders.append(DaemonProcess(config, tmp_path, subcommand="forward"))
-            else:
-                receivers[-1].stop(chance.choice([signal.SIGKILL, signal.SIGTERM]))
-                wait_for(lambda: "station_unavailable" in forwarders[-1].log_text(), 60,
-                         "the forwarder noticing the station is down")
-                receivers.append(ReceiverProcess(site, port, tmp_path).wait_listening())
-        wait_for(lambda: _undelivered(site) == [], 300, "every report delivered")
-        assert forwarders[-1].terminate() == 0
-    finally:
-        for forwarder in forwarders:
-            forwarder.close()
-        receivers[-1].stop()
+    run_crash_scenario(site, tmp_path, interruptions=4)
     stored = [path.name for path in site.inbox.rglob("*")
               if path.is_file() and not path.name.startswith(".")]
     assert sorted(stored) == sorted(sealed)

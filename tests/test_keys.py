@@ -23,7 +23,6 @@ from ecgd.security.keys import (
 from seal_helpers import SPEC_IDENTITY, SPEC_RECIPIENT, age_tool
 
 
-
 def _modes(paths: Dict[str, Path]) -> Dict[str, int]:
     return {role: stat.S_IMODE(path.stat().st_mode) for role, path in paths.items()}
 

@@ -25,7 +25,6 @@ from ecgd.security.unseal import open_sealed_report
 from seal_helpers import sample_report
 
 
-
 class Site:
     """A station, two enrolled appliances (ward-a, ward-b) and one stranger that is not."""
 
@@ -139,24 +138,26 @@ def test_another_appliance_cannot_resign_a_report(site: Site) -> None:
         site.open(resigned)
 
 
+def _sealed_claiming(site: Site, signer: str, named_signer: str, signed_report_id: str,
+                     report) -> bytes:
+    """``report`` naming ``named_signer`` inside, signed by ``signer`` as ``signed_report_id``."""
+    plaintext = json.dumps({**report, "signer_key_id": site.signers[named_signer].key_id})
+    return age_format.encrypt(
+        plaintext.encode(), [site.recipients[0].public_key],
+        functools.partial(signature_stanza, site.signers[signer], signed_report_id))
+
+
 def test_report_naming_another_signer_inside_is_refused(site: Site) -> None:
     """ward-b sealing content that names ward-a as its signer fails the inner binding."""
     report = sample_report()
-    plaintext = json.dumps({**report, "signer_key_id": site.signers["ward-a"].key_id}).encode()
-    sealed = age_format.encrypt(
-        plaintext, [site.recipients[0].public_key],
-        functools.partial(signature_stanza, site.signers["ward-b"], report["report_id"]))
+    sealed = _sealed_claiming(site, "ward-b", "ward-a", report["report_id"], report)
     with pytest.raises(TamperedError, match="^signer mismatch: signed by ward-b"):
         site.open(sealed)
 
 
 def test_report_signed_under_another_id_is_refused(site: Site) -> None:
     """A signature naming one report id over content holding another is refused."""
-    report = sample_report()
-    plaintext = json.dumps({**report, "signer_key_id": site.signers["ward-a"].key_id}).encode()
-    sealed = age_format.encrypt(
-        plaintext, [site.recipients[0].public_key],
-        functools.partial(signature_stanza, site.signers["ward-a"], str(uuid.uuid4())))
+    sealed = _sealed_claiming(site, "ward-a", "ward-a", str(uuid.uuid4()), sample_report())
     with pytest.raises(TamperedError, match="^report id mismatch"):
         site.open(sealed)
 

@@ -22,7 +22,6 @@ from ecgd.security.origin import Origin, verify_origin
 from ecgd.security.seal import SIGNER_FIELD
 
 
-
 @dataclasses.dataclass(frozen=True)
 class OpenedReport:
     """A report that passed every check, and the enrolled appliance that sealed it."""
