@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from ecgd import durable
 from ecgd.config import ForwardConfig
 from ecgd.errors import ReportRefused, StationUnavailable
-from ecgd.report_store import REPORT_MAX_BYTES, delivered_dir, list_reports
+from ecgd.report_store import REPORT_MAX_BYTES, delivered_dir, list_reports, report_id_of
 
 ACK_STATUSES = ("stored", "already-stored")
 # An acknowledgement is a small JSON object; a longer answer is not one and is not read.
@@ -119,7 +119,7 @@ class StationClient:
             sha256 = ack["sha256"]
         except (ValueError, KeyError, TypeError) as exc:
             raise StationUnavailable("the station's answer is not an acknowledgement") from exc
-        if (acknowledgement.report_id + ".ecgr" != name
+        if (acknowledgement.report_id != report_id_of(name)
                 or sha256 != hashlib.sha256(sealed).hexdigest()
                 or acknowledgement.status not in ACK_STATUSES):
             raise StationUnavailable("the station acknowledged something else (report id, "
@@ -191,7 +191,7 @@ class Forwarder:
             self._deliver(path)
 
     def _deliver(self, path: Path) -> None:
-        report_id = path.name[: -len(".ecgr")]
+        report_id = report_id_of(path.name)
         try:
             sealed, sent = _read_report(path)
         except FileNotFoundError:
@@ -230,7 +230,7 @@ class Forwarder:
             return False
         except OSError as exc:
             # The station has it; the next pass sends it again (already-stored) and retries.
-            self.log.error("report_not_moved", report_id=path.name[: -len(".ecgr")],
+            self.log.error("report_not_moved", report_id=report_id_of(path.name),
                            reason=exc.strerror or str(exc))
             return False
         return True

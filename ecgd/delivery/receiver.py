@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Dict, Mapping, MutableMapping, Tupl
 
 from ecgd import durable
 from ecgd.errors import TamperedError
-from ecgd.report_store import REPORT_MAX_BYTES, is_report_file_name
+from ecgd.report_store import REPORT_MAX_BYTES, is_report_file_name, report_id_of
 from ecgd.security.keys import EnrolledAppliance
 from ecgd.security.origin import verify_origin
 
@@ -48,7 +48,7 @@ class ReportInbox:
 
     def store(self, name: str, sealed: bytes) -> Tuple[int, Dict[str, str]]:
         """Check and durably store one report; (HTTP status, JSON answer)."""
-        report_id = name[: -len(".ecgr")]
+        report_id = report_id_of(name)
         try:
             origin = verify_origin(sealed, self.enrolled)
         except TamperedError as exc:
