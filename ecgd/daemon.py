@@ -43,17 +43,17 @@ from ecgd.config import Config
 from ecgd.daemon_state import FORMAT_VERSION, free_bytes, write_state
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
-from ecgd.security.keys import RecipientKey, load_recipients
+from ecgd.security.keys import RecipientKey, SigningKey, load_recipients
 from ecgd.logs import get_logger
 from ecgd.patient import PatientStore
 from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
-from ecgd.preflight import open_analyzer
+from ecgd.preflight import load_appliance_signing_key, open_analyzer
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, utc_timestamp
+from ecgd.report import utc_timestamp
 from ecgd.report_store import report_file_name
-from ecgd.security.seal import ensure_private_dir, seal, write_durable
+from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
@@ -214,6 +214,7 @@ class Resources:
     analyzer: Analyzer
     recipients: List[RecipientKey]
     pseudonym_key: bytes
+    signing_key: SigningKey
 
 
 def _prepare_directories(config: Config) -> None:
@@ -237,9 +238,10 @@ def _prepare_directories(config: Config) -> None:
 def load_resources(config: Config) -> Resources:
     """Verify keys and directories, load the model and open its ONNX session (or raise)."""
     recipients = load_recipients(config.reports.recipients)
+    signing_key = load_appliance_signing_key(config)
     pseudonym_key = load_pseudonym_key(config.privacy)
     _prepare_directories(config)
-    return Resources(open_analyzer(config), recipients, pseudonym_key)
+    return Resources(open_analyzer(config), recipients, pseudonym_key, signing_key)
 
 
 class Daemon:
@@ -249,6 +251,7 @@ class Daemon:
         self.config = config
         self.analyzer = resources.analyzer
         self.recipients = resources.recipients
+        self.signing_key = resources.signing_key
         self.pseudonym_key = resources.pseudonym_key
         self.log = get_logger(component="daemon")
         self.notifier = sdnotify.SystemdNotifier()
@@ -687,12 +690,11 @@ class Daemon:
         Returns False only when asked to stop before the reports could be written.
         """
         for report in reports:
-            plaintext = dumps_report(report).encode("utf-8")
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report_file_name(report["report_id"]),
-                                  seal(plaintext, self.recipients))
+                                  seal_report(report, self.recipients, self.signing_key))
                     break
                 except SealError as exc:
                     if not self._seal_failing:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, AbstractSet, List, Tuple
 from ecgd.config import Config, WindowConfig
 from ecgd.errors import ConfigError, EcgdError, ModelError
 from ecgd.model.manifest import Manifest, load_manifest
-from ecgd.security.keys import load_recipients
+from ecgd.security.keys import SigningKey, credential_or_file, load_recipients, load_signing_key
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonym_key_path
 
 if TYPE_CHECKING:
@@ -62,14 +62,30 @@ def folder_problems(config: Config, defaulted: AbstractSet[str] = frozenset()) -
     return problems
 
 
+def load_appliance_signing_key(config: Config) -> SigningKey:
+    """This appliance's signing key: the systemd credential if present, else the key file."""
+    return load_signing_key(credential_or_file(config.reports.signing_credential,
+                                               config.reports.signing_key_file))
+
+
 def key_problems(config: Config, defaulted: AbstractSet[str] = frozenset()) -> List[str]:
-    """Every recipient key that is missing, malformed or repeated; a bad pseudonym key."""
+    """Every recipient key that is missing, malformed or repeated; a bad signing key; a bad
+    pseudonym key."""
     problems = []
     if not _skipped(defaulted, "reports", "recipients"):
         try:
             load_recipients(config.reports.recipients)
         except ConfigError as exc:
             problems += [f"[reports] recipients: {line}" for line in exc.problems]
+    if not _skipped(defaulted, "reports", "signing_key_file"):
+        source = credential_or_file(config.reports.signing_credential,
+                                    config.reports.signing_key_file)
+        key = ("signing_credential" if source != config.reports.signing_key_file
+               else "signing_key_file")
+        try:
+            load_appliance_signing_key(config)
+        except ConfigError as exc:
+            problems += [f"[reports] {key}: {line}" for line in exc.problems]
     if not _skipped(defaulted, "privacy", "pseudonym_key_file"):
         credential = pseudonym_key_path(config.privacy) != config.privacy.pseudonym_key_file
         key = "pseudonym_credential" if credential else "pseudonym_key_file"

@@ -58,8 +58,8 @@ def test_check_lists_every_problem_in_one_run_on_stdout(tmp_path: Path) -> None:
         f"ecgd: {config}: [model] batch_max: must be between 1 and 256",
         f"ecgd: {config}: [spool] settle_s: must be >= 0",
         f"ecgd: [reports] dir: {blocker} is not a directory",
-        f"ecgd: [reports] recipients: {tmp_path / 'nokey.pub'}: cannot read key: "
-        f"No such file or directory",
+        f"ecgd: [reports] recipients: {tmp_path / 'nokey.pub'}: cannot read age recipient: No "
+        f"such file or directory",
         f"ecgd: [privacy] pseudonym_key_file: {tmp_path / 'nopseudonym.key'}: cannot read "
         f"pseudonym key: No such file or directory",
         f"ecgd: [model] manifest: {tmp_path / 'models' / 'gone.json'}: cannot read "
@@ -126,5 +126,5 @@ def test_run_refuses_to_start_naming_every_problem(tmp_path: Path,
     assert result.returncode == 78
     problems = [line for line in result.stderr.splitlines() if line.startswith("ecgd: ")]
     assert problems == [
-        f"ecgd: [reports] recipients: {tmp_path / name}: cannot read key: No such file or "
-        f"directory" for name in ("a.pub", "b.pub")]
+        f"ecgd: [reports] recipients: {tmp_path / name}: cannot read age recipient: No such "
+        f"file or directory" for name in ("a.pub", "b.pub")]

@@ -17,7 +17,8 @@ from daemon_harness import REPO_ROOT, wait_for
 from ecgd.model.build import ECGFOUNDER_LABELS
 
 # The steps of the first command that set up Python; the test runs in its own environment.
-_SETUP_STEPS = ["python3 -m venv .venv", ". .venv/bin/activate", "pip install -e ."]
+_SETUP_STEPS = ["python3 -m venv .venv", ". .venv/bin/activate",
+                "pip install -e '.[station]'"]
 
 
 def _readme_commands() -> List[str]:
@@ -86,7 +87,9 @@ def test_first_command_gives_a_sealed_report_that_decrypts(clone: Path, tmp_path
     decrypted = subprocess.run(["bash", "-c", decrypt.replace(". .venv/bin/activate && ", "")],
                                cwd=clone, env=env, capture_output=True, text=True, timeout=60)
     assert decrypted.returncode == 0, decrypted.stderr
-    (report,) = [json.loads(line) for line in decrypted.stdout.splitlines()]
+    (opened,) = [json.loads(line) for line in decrypted.stdout.splitlines()]
+    assert opened["signer"]["appliance"] == "appliance-signing"
+    report = opened["report"]
     assert report["source"]["file"] == "1.hea" and report["qc"]["status"] == "accepted"
     labels = set(ECGFOUNDER_LABELS.read_text().splitlines())
     assert len(report["findings"]) == 150

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from ecgd.model.build import build_reference  # noqa: E402
-from ecgd.security.keys import load_recipients  # noqa: E402
-from ecgd.security.seal import seal, write_durable  # noqa: E402
+from ecgd.security.keys import load_recipients, load_signing_key  # noqa: E402
+from ecgd.security.seal import seal_report, write_durable  # noqa: E402
 from test_daemon import Appliance  # noqa: E402
 
 TARGET_S = 0.3
@@ -44,23 +44,27 @@ def _ecgd() -> List[str]:
 
 
 def _installation(root: Path) -> Tuple[Path, Path, Path, Path]:
-    """(config, manifest, private key, sealed report) of a local installation in ``root``
-    (the tests' Appliance: config, keys, folders) with the reference model."""
+    """(config, manifest, station identity, sealed report) of a local installation in
+    ``root`` (the tests' Appliance: config, keys, folders) with the reference model; the
+    appliance's signing key is enrolled in ``root/appliance``."""
     manifest = build_reference(root / "models")
     appliance = Appliance(root, manifest)
-    recipients = load_recipients([appliance.keys["public"]])
-    report = write_durable(root, "report.ecgr", seal(b'{"report_id": "bench"}', recipients))
+    report_id = "0b6a3c1e-4f5d-5a6b-8c7d-9e0f1a2b3c4d"
+    sealed = seal_report({"report_id": report_id}, load_recipients([appliance.keys["public"]]),
+                         load_signing_key(appliance.signing_keys["private"]))
+    report = write_durable(root, f"{report_id}.ecgr", sealed)
     return appliance.config, manifest, appliance.keys["private"], report
 
 
-def _commands(config: Path, manifest: Path, private_key: Path,
+def _commands(config: Path, manifest: Path, identity: Path,
               report: Path) -> Dict[str, Sequence[str]]:
     ecgd = _ecgd()
     return {
         "baseline: python -c pass": [sys.executable, "-c", "pass"],
         "ecgd --help": [*ecgd, "--help"],
         "ecgd check": [*ecgd, "check", "--config", str(config)],
-        "ecgd decrypt (1 report)": [*ecgd, "decrypt", "--key", str(private_key), str(report)],
+        "ecgd decrypt (1 report)": [*ecgd, "decrypt", "--key", str(identity), "--appliances",
+                                    str(report.parent / "appliance"), str(report)],
         "ecgd patient show": [*ecgd, "patient", "--config", str(config), "show"],
         "ecgd status (not running)": [*ecgd, "status", "--config", str(config)],
         "ecgd check --full": [*ecgd, "check", "--full", "--config", str(config)],
