@@ -155,11 +155,13 @@ class SpoolConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReportsConfig:
-    """Where sealed reports go and who can read them."""
+    """Where sealed reports go, who can read them, and whether they carry the window's
+    samples (``waveform``: the tracing the reading station shows and exports)."""
 
     dir: Path = Path("/var/lib/ecgd/reports")
     recipients: Tuple[Path, ...] = (Path("/etc/ecgd/recipients/reading-station.pub"),)
     retry_s: float = 5.0
+    waveform: bool = True
 
     def __post_init__(self) -> None:
         _require(len(self.recipients) >= 1, "reports", "recipients", "needs at least one key")
