@@ -379,7 +379,8 @@ def test_decrypt_command_prints_reports_and_flags_tampering(tmp_path, capsys, ke
     tampered = bytearray(files[0].read_bytes())
     tampered[-1] ^= 0x01
     bad = write_durable(tmp_path, "bad.ecgd", bytes(tampered))
-    args = argparse.Namespace(key=key_sets[1]["private"], files=[files[0], bad, files[1]])
+    args = argparse.Namespace(key=key_sets[1]["private"], files=[files[0], bad, files[1]],
+                              summary=False, pretty=False)
     code = decrypt_command.run(args)
     captured = capsys.readouterr()
     assert code == TamperedError.exit_code == 65
@@ -390,7 +391,8 @@ def test_decrypt_command_prints_reports_and_flags_tampering(tmp_path, capsys, ke
 
 def test_decrypt_command_unreadable_file_exits_1(tmp_path, capsys, key_sets) -> None:
     """A missing input file is named on stderr and exits 1 (not a tampering verdict)."""
-    args = argparse.Namespace(key=key_sets[0]["private"], files=[tmp_path / "gone.ecgd"])
+    args = argparse.Namespace(key=key_sets[0]["private"], files=[tmp_path / "gone.ecgd"],
+                              summary=False, pretty=False)
     assert decrypt_command.run(args) == 1
     assert capsys.readouterr().err.startswith(f"ecgd: {tmp_path / 'gone.ecgd'}: cannot read")
 
