@@ -13,7 +13,13 @@ edge where they happen, with ``raise ... from exc``.
       SourceError        69    live device gone / protocol broken: reconnect with backoff
       SealError          74    cannot encrypt or durably write a report: keep the input,
                                retry, alert
-        TamperedError    65    a sealed report that fails authentication on decrypt
+        TamperedError    65    a sealed report that fails authentication on decrypt, or
+                               decrypts to something that is not an ecgd report
+      UsageError          2    a command line argparse cannot judge alone
+      ExportError         1    reading station: a report cannot be expressed in the format
+                               asked for (a DICOM ECG without a tracing)
+      OutputError        74    reading station: a rendered page or an export cannot be
+                               written
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -65,3 +71,21 @@ class TamperedError(SealError):
     """A sealed report failed authentication or is not an ecgd container."""
 
     exit_code = 65
+
+
+class UsageError(EcgdError):
+    """The arguments contradict each other (argparse itself exits 2 on the rest)."""
+
+    exit_code = 2
+
+
+class ExportError(EcgdError):
+    """One report cannot be expressed in the asked format; the others still can."""
+
+    exit_code = 1
+
+
+class OutputError(EcgdError):
+    """A rendered page or an exported file cannot be written."""
+
+    exit_code = 74

@@ -1,0 +1,70 @@
+"""``ecgd render --key PRIVATE_KEY --out FILE REPORT...``: the 12-lead printout of reports."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecgd.errors import ConfigError, TamperedError, UsageError
+
+SUFFIXES = (".pdf", ".png", ".svg")
+DEFAULT_DPI = 200
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="draw sealed reports as the standard 12-lead printout (PDF, PNG, SVG)",
+        description=(
+            "Decrypt each REPORT and draw the page cardiologists read: 3 x 4 leads of 2.5 s "
+            "and a 10-s lead II rhythm strip at 25 mm/s and 10 mm/mV, calibration pulses, a "
+            "millimetre grid, and a header with the pseudonym, acquisition time, QC verdict, "
+            "measurements and top findings. The format follows the suffix of --out: .pdf "
+            "holds one page per report, .png and .svg one report. A report that cannot be "
+            "opened is named on stderr (exit 1 unreadable, "
+            f"{TamperedError.exit_code} not authentic) and the others are still drawn. Needs "
+            "pip install 'ecgd[station]'."
+        ),
+    )
+    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
+                        help="the reading station's private key (NAME.key from ecgd keygen)")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE",
+                        help="the page file: .pdf, .png or .svg")
+    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
+                        help=f"pixels per inch of a .png (default {DEFAULT_DPI})")
+    parser.add_argument("files", nargs="+", type=Path, metavar="REPORT",
+                        help="sealed report files")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    suffix = args.out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(f"--out {args.out}: the suffix must be one of {', '.join(SUFFIXES)}")
+    if suffix != ".pdf" and len(args.files) > 1:
+        raise UsageError(f"--out {args.out}: a {suffix} file holds one page; give one REPORT "
+                         "or write a .pdf")
+    if not 20 <= args.dpi <= 1200:
+        raise UsageError(f"--dpi {args.dpi}: must be between 20 and 1200")
+    render = _station_renderer()
+    # Imported here, not at the top: the appliance imports every command module.
+    from ecgd.station.opener import ReportOpener
+    from ecgd.station.output import write_output
+    from ecgd.station.view import open_views
+
+    opener = ReportOpener(args.key)
+    views = list(open_views(opener, args.files))
+    if views:
+        write_output(args.out, render(views, suffix[1:], args.dpi))
+        print(args.out)
+    return opener.exit_code
+
+
+def _station_renderer() -> Any:
+    """``ecgd.station.render.render``, or ConfigError saying what to install."""
+    try:
+        from ecgd.station.render import render
+    except ImportError as exc:
+        raise ConfigError(f"ecgd render needs the reading-station extra: pip install "
+                          f"'ecgd[station]' ({exc})") from exc
+    return render
