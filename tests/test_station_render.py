@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Dict, List
@@ -217,3 +218,24 @@ def test_png_pixels_show_five_millimetre_squares_and_a_ten_millimetre_pulse(sign
     assert measured["n_major"] >= 50
     assert measured["major_period_px"] == pytest.approx(5 * px_per_mm, abs=1.0)
     assert measured["pulse_px"] == pytest.approx(10 * px_per_mm, abs=1.5)
+
+
+def test_readme_image_is_the_page_this_code_draws(reference_manifest, shared_data) -> None:
+    """docs/reading-station-page.png measures 5-mm squares and a 10-mm pulse at its 100 dpi,
+    and below the header (which holds the analysis time) it is the page drawn now."""
+    from PIL import Image
+
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    from readme_page import DPI, readme_page_png
+
+    committed = README_IMAGE.read_bytes()
+    measured = _grid_and_pulse_px(committed)
+    assert DPI == README_DPI
+    assert measured["major_period_px"] == pytest.approx(5 * README_DPI / 25.4, abs=1.0)
+    assert measured["pulse_px"] == pytest.approx(10 * README_DPI / 25.4, abs=1.5)
+    images = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+              for png in (committed, readme_page_png(reference_manifest, shared_data))]
+    assert images[0].shape == images[1].shape
+    grid_top = int((PAGE_HEIGHT_MM - 166.0) * README_DPI / 25.4)
+    differs = np.abs(images[0][grid_top:] - images[1][grid_top:]).max(axis=2) > 16
+    assert differs.mean() < 0.005

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ecgd.errors import ConfigError, TamperedError, UsageError
 
-SUFFIXES = (".pdf", ".png", ".svg")
-DEFAULT_DPI = 200
 
 
 def register(subparsers: Any) -> None:
@@ -30,40 +29,42 @@ def register(subparsers: Any) -> None:
                         help="the reading station's private key (NAME.key from ecgd keygen)")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE",
                         help="the page file: .pdf, .png or .svg")
-    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
-                        help=f"pixels per inch of a .png (default {DEFAULT_DPI})")
+    parser.add_argument("--dpi", type=int, metavar="N",
+                        help="pixels per inch of a .png (default 150; 300 to print it)")
     parser.add_argument("files", nargs="+", type=Path, metavar="REPORT",
                         help="sealed report files")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    suffix = args.out.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UsageError(f"--out {args.out}: the suffix must be one of {', '.join(SUFFIXES)}")
-    if suffix != ".pdf" and len(args.files) > 1:
-        raise UsageError(f"--out {args.out}: a {suffix} file holds one page; give one REPORT "
-                         "or write a .pdf")
-    if not 20 <= args.dpi <= 1200:
-        raise UsageError(f"--dpi {args.dpi}: must be between 20 and 1200")
-    render = _station_renderer()
+    station_render = _station_render()
     # Imported here, not at the top: the appliance imports every command module.
     from ecgd.station.opener import ReportOpener
     from ecgd.station.output import write_output
     from ecgd.station.view import open_views
 
+    fmt = args.out.suffix.lower().lstrip(".")
+    if fmt not in station_render.FORMATS:
+        raise UsageError(f"--out {args.out}: the suffix must be one of "
+                         + ", ".join(f".{name}" for name in station_render.FORMATS))
+    if fmt != "pdf" and len(args.files) > 1:
+        raise UsageError(f"--out {args.out}: a .{fmt} file holds one page; give one REPORT "
+                         "or write a .pdf")
+    dpi = station_render.DEFAULT_DPI if args.dpi is None else args.dpi
+    if not 20 <= dpi <= 1200:
+        raise UsageError(f"--dpi {dpi}: must be between 20 and 1200")
     opener = ReportOpener(args.key)
     views = list(open_views(opener, args.files))
     if views:
-        write_output(args.out, render(views, suffix[1:], args.dpi))
+        write_output(args.out, station_render.render(views, fmt, dpi))
         print(args.out)
     return opener.exit_code
 
 
-def _station_renderer() -> Any:
-    """``ecgd.station.render.render``, or ConfigError saying what to install."""
+def _station_render() -> ModuleType:
+    """The ``ecgd.station.render`` module, or ConfigError saying what to install."""
     try:
-        from ecgd.station.render import render
+        from ecgd.station import render
     except ImportError as exc:
         raise ConfigError(f"ecgd render needs the reading-station extra: pip install "
                           f"'ecgd[station]' ({exc})") from exc

@@ -24,7 +24,7 @@ from matplotlib.patches import Rectangle
 from ecgd.station.view import ReportView
 
 FORMATS = ("pdf", "png", "svg")
-DEFAULT_DPI = 200
+DEFAULT_DPI = 150
 MM_PER_INCH = 25.4
 
 PAGE_WIDTH_MM = 297.0
