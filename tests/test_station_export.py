@@ -15,7 +15,7 @@ from ecgd.records import dicom_format
 from ecgd.records.recording import STANDARD_LEADS
 from ecgd.station.dicom import dicom_bytes
 from ecgd.station.fhir import fhir_bundle
-from station_helpers import PSEUDONYM, UNTRAINED, make_report, view_of, window_mv
+from report_helpers import PSEUDONYM, UNTRAINED, make_report, view_of, window_mv
 
 fhir_r4b = pytest.importorskip("fhir.resources.R4B")
 

@@ -12,7 +12,7 @@ import pytest
 
 from ecgd.records.recording import STANDARD_LEADS
 from ecgd.station.render import render
-from station_helpers import UNTRAINED, make_report, view_of, window_mv
+from report_helpers import UNTRAINED, make_report, view_of, window_mv
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README_IMAGE = REPO_ROOT / "docs" / "reading-station-page.png"
