@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "ecgd.commands.decrypt",
     "ecgd.commands.render",
     "ecgd.commands.export",
+    "ecgd.commands.forward",
+    "ecgd.commands.receive",
     "ecgd.commands.patient",
     "ecgd.commands.simulate",
 )

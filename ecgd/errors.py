@@ -13,8 +13,11 @@ edge where they happen, with ``raise ... from exc``.
       SourceError        69    live device gone / protocol broken: reconnect with backoff
       SealError          74    cannot encrypt or durably write a report: keep the input,
                                retry, alert
-        TamperedError    65    a sealed report that fails authentication on decrypt, or
-                               decrypts to something that is not an ecgd report
+        TamperedError    65    a sealed report that fails a check when opened or received
+                               (unsigned, unknown signer, modified, not sealed to this key)
+      DeliveryError      69    the reading station did not take a report: keep it, retry
+        StationUnavailable     down, hung, refusing TLS, or answering garbage: back off
+        ReportRefused          the station refused this one report: keep it, retry later
       UsageError          2    a command line argparse cannot judge alone
       ExportError         1    reading station: a report cannot be expressed in the format
                                asked for (a DICOM ECG without a tracing)
@@ -71,6 +74,20 @@ class TamperedError(SealError):
     """A sealed report failed authentication or is not an ecgd container."""
 
     exit_code = 65
+
+
+class DeliveryError(EcgdError):
+    """A report could not be delivered to the reading station; it stays on the appliance."""
+
+    exit_code = 69
+
+
+class StationUnavailable(DeliveryError):
+    """The station is down, hung, refused the TLS handshake, or did not acknowledge."""
+
+
+class ReportRefused(DeliveryError):
+    """The station answered, and refused this one report (e.g. its signature check)."""
 
 
 class UsageError(EcgdError):

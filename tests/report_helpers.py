@@ -10,7 +10,11 @@ from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads
 from ecgd.report import ModelInfo, build_report, findings_from_probabilities, make_report_id
 from ecgd.report_waveform import encode_waveform
-from ecgd.station.opener import OpenedReport
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ecgd.security.keys import EnrolledAppliance
+from ecgd.security.origin import Origin
+from ecgd.station.opener import ReportFile
 from ecgd.station.view import ReportView, view_report
 
 TRAINED = ModelInfo("ecgfounder", "0" * 64, "fp32", True, "ecgfounder")
@@ -55,5 +59,15 @@ def make_report(signal_mv: Optional[np.ndarray], model: ModelInfo = TRAINED,
         waveform=waveform)
 
 
+APPLIANCE = EnrolledAppliance("ward3", "0123456789abcdef", Ed25519PrivateKey.generate().public_key(),
+                              Path("ward3.pub"))
+
+
+def opened_file(report: Dict[str, Any]) -> ReportFile:
+    """``report`` as the opener hands it over: verified, signed by appliance "ward3"."""
+    return ReportFile(Path(f"{report['report_id']}.ecgr"), report,
+                      Origin(APPLIANCE, report["report_id"]))
+
+
 def view_of(report: Dict[str, Any]) -> ReportView:
-    return view_report(OpenedReport(Path(f"{report['report_id']}.ecgr"), report))
+    return view_report(opened_file(report))

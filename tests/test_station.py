@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Dict, List
@@ -17,8 +18,9 @@ from ecgd.cli import main
 from ecgd.records import dicom_format
 from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads
-from ecgd.security.keys import generate_keys, load_recipients
-from ecgd.security.seal import seal, unseal
+from ecgd.security.keys import generate_keys, load_recipients, load_signing_key
+from ecgd.security.seal import seal_report
+from ecgd.security.unseal import open_sealed_report
 from ecgd.signal.resample import resample_to
 from test_daemon import Appliance
 from test_station_export import sampled_data_uv, validate_bundle
@@ -34,11 +36,14 @@ class Station:
     def __init__(self, appliance: Appliance, sources: Dict[str, Path],
                  identifiers: List[str]) -> None:
         self.appliance = appliance
-        self.key = appliance.keys["private"]
+        # What every station command opens reports with: identity and enrolled appliances.
+        self.keys = ["--key", appliance.keys["private"],
+                     "--appliances", appliance.root / "appliance"]
         self.reports = appliance.report_files()
         self.sources = sources          # dropped file name -> the original recording
         self.identifiers = identifiers  # plain identifiers in the inputs, names included
-        self.decrypted = {path: json.loads(unseal(path.read_bytes(), appliance.private_key))
+        self.decrypted = {path: open_sealed_report(path.read_bytes(), appliance.identity,
+                                                   appliance.enrolled).report
                           for path in self.reports}
 
     def expected_window_uv(self, report_path: Path) -> np.ndarray:
@@ -111,10 +116,10 @@ print("LOADED", loaded, file=sys.stderr)
 def test_round_trip_exports_hold_the_analysed_window(station, capsys, tmp_path) -> None:
     """Daemon -> sealed report -> DICOM and FHIR: every lead of every window equals the
     recomputed analysed window within 1 uV, in ecgd's reader, pydicom and the FHIR data."""
-    code, out, err = run_cli(capsys, "export", "--key", station.key, "--format", "dicom",
+    code, out, err = run_cli(capsys, "export", *station.keys, "--format", "dicom",
                              "--out", tmp_path / "dicom", *station.reports)
     assert code == 0, err
-    code, out, err = run_cli(capsys, "export", "--key", station.key, "--format", "fhir",
+    code, out, err = run_cli(capsys, "export", *station.keys, "--format", "fhir",
                              "--out", tmp_path / "fhir", *station.reports)
     assert code == 0, err
     assert len(station.reports) == 3
@@ -136,7 +141,7 @@ def test_round_trip_exports_hold_the_analysed_window(station, capsys, tmp_path) 
 def test_render_makes_one_pdf_page_per_report(station, capsys, tmp_path) -> None:
     """`ecgd render` of the three reports into a PDF writes one page per window."""
     out = tmp_path / "reports.pdf"
-    code, printed, err = run_cli(capsys, "render", "--key", station.key, "--out", out,
+    code, printed, err = run_cli(capsys, "render", *station.keys, "--out", out,
                                  *station.reports)
     assert code == 0, err
     assert printed.strip() == str(out)
@@ -151,7 +156,7 @@ def test_no_plain_patient_identifier_in_any_artefact(station, capsys, tmp_path) 
     for index, report_path in enumerate(station.reports):
         for suffix in (".svg", ".png", ".pdf"):
             out = tmp_path / f"page{index}{suffix}"
-            assert run_cli(capsys, "render", "--key", station.key, "--out", out,
+            assert run_cli(capsys, "render", *station.keys, "--out", out,
                            report_path)[0] == 0
             artefacts.append(out.read_bytes().decode("latin-1"))
         svg_text = "".join(ElementTree.parse(tmp_path / f"page{index}.svg").getroot().itertext())
@@ -161,11 +166,11 @@ def test_no_plain_patient_identifier_in_any_artefact(station, capsys, tmp_path) 
         assert pseudonym is None or pseudonym in svg_text
         artefacts.append(svg_text)
     for fmt in ("fhir", "dicom"):
-        assert run_cli(capsys, "export", "--key", station.key, "--format", fmt, "--out",
+        assert run_cli(capsys, "export", *station.keys, "--format", fmt, "--out",
                        tmp_path / fmt, *station.reports)[0] == 0
         artefacts += [p.read_bytes().decode("latin-1") for p in (tmp_path / fmt).iterdir()]
         artefacts += [p.name for p in (tmp_path / fmt).iterdir()]
-    code, summary, _ = run_cli(capsys, "decrypt", "--key", station.key, "--summary",
+    code, summary, _ = run_cli(capsys, "decrypt", *station.keys, "--summary",
                                *station.reports)
     artefacts.append(summary)
     assert code == 0 and len(artefacts) == 3 * 4 + 2 * 6 + 1
@@ -176,9 +181,9 @@ def test_no_plain_patient_identifier_in_any_artefact(station, capsys, tmp_path) 
 
 
 def test_summary_and_pretty(station, capsys) -> None:
-    """--summary: one line per report with time, pseudonym prefix, verdict, rate, finding
-    and id; --pretty: the report as indented JSON."""
-    code, out, _ = run_cli(capsys, "decrypt", "--key", station.key, "--summary",
+    """--summary: one line per report with time, pseudonym prefix, verdict, rate, finding,
+    id and signing appliance; --pretty: the signer and report as indented JSON."""
+    code, out, _ = run_cli(capsys, "decrypt", *station.keys, "--summary",
                            *station.reports)
     lines = out.splitlines()
     assert code == 0 and len(lines) == len(station.reports)
@@ -192,23 +197,31 @@ def test_summary_and_pretty(station, capsys) -> None:
         if report["qc"]["status"] == "accepted":
             top = next(f for f in report["findings"] if f["above_threshold"])
             assert fields[4] == f"NOT VALID: {top['label']} {top['probability']:.2f}"
-        assert fields[-1] == f"id {report['report_id'][:8]}"
-    code, out, _ = run_cli(capsys, "decrypt", "--key", station.key, "--pretty",
+        assert fields[-2:] == [f"id {report['report_id'][:8]}", "from appliance-signing"]
+    code, out, _ = run_cli(capsys, "decrypt", *station.keys, "--pretty",
                            station.reports[0])
-    assert code == 0 and out.startswith('{\n  "schema_version": "2.0"')
-    assert json.loads(out) == station.decrypted[station.reports[0]]
+    assert code == 0 and out.startswith('{\n  "signer": {\n    "appliance": "appliance-signing"')
+    assert json.loads(out)["report"] == station.decrypted[station.reports[0]]
 
 
 @pytest.fixture
 def bad_reports(station, tmp_path) -> Dict[str, Path]:
-    """A tampered report, one sealed to another key, and authentic JSON that is no report."""
+    """A tampered report, one sealed to another station, one the appliance did not sign, and
+    signed JSON that is no report."""
+    import pyrage
+
     tampered = bytearray(station.reports[0].read_bytes())
     tampered[-5] ^= 0x01
-    other_keys = generate_keys(tmp_path / "other")
+    other_station = generate_keys(tmp_path / "other")
     own = load_recipients([station.appliance.keys["public"]])
+    signing_key = load_signing_key(station.appliance.signing_keys["private"])
+    not_a_report = {"report_id": str(uuid.uuid4()), "hello": "world"}
     files = {"tampered": bytes(tampered),
-             "foreign": seal(b"{}", load_recipients([other_keys["public"]])),
-             "not-a-report": seal(b'{"hello": "world"}', own)}
+             "foreign": seal_report(station.decrypted[station.reports[1]],
+                                    load_recipients([other_station["public"]]), signing_key),
+             "unsigned": pyrage.encrypt(b"{}", [pyrage.x25519.Recipient.from_str(
+                 own[0].recipient)]),
+             "not-a-report": seal_report(not_a_report, own, signing_key)}
     paths = {}
     for name, data in files.items():
         paths[name] = tmp_path / f"{name}.ecgr"
@@ -224,22 +237,23 @@ def test_tampered_foreign_or_non_reports_exit_65_and_the_rest_still_work(
     """Each bad file is one stderr line naming it (as decrypt refuses it), the good report
     is still handled, and the exit code is 65."""
     argv = [part.replace("{tmp}", str(tmp_path)) for part in command]
-    files = [bad_reports["tampered"], station.reports[1], bad_reports["foreign"],
-             bad_reports["not-a-report"]]
-    code, out, err = run_cli(capsys, *argv[:1], "--key", station.key, *argv[1:], *files)
+    names = ["tampered", "foreign", "unsigned", "not-a-report"]
+    files = [bad_reports[names[0]], station.reports[1], *[bad_reports[n] for n in names[1:]]]
+    code, out, err = run_cli(capsys, *argv[:1], *station.keys, *argv[1:], *files)
     assert code == 65
     lines = err.splitlines()
-    assert [line.split(":")[1].strip() for line in lines] == [
-        str(bad_reports["tampered"]), str(bad_reports["foreign"]),
-        str(bad_reports["not-a-report"])]
-    assert "failed authentication" in lines[0] and "not sealed to key" in lines[1]
-    assert "decrypted, but the report has no report_id" in lines[2]
+    assert [line.split(": ", 2)[1] for line in lines] == [str(bad_reports[n]) for n in names]
+    checks = [line.split(": ", 2)[2] for line in lines]
+    assert checks[0].startswith("signature mismatch")
+    assert checks[1].startswith("decryption failed")
+    assert checks[2].startswith("unsigned")
+    assert checks[3] == "decrypted, but the report has no window"
     assert len(out.splitlines()) == 1  # the good report: a summary line or a written file
 
 
 def test_missing_report_file_exits_1(station, capsys, tmp_path) -> None:
     """A report file that is not there is named on stderr, exit 1, the others rendered."""
-    code, _, err = run_cli(capsys, "render", "--key", station.key, "--out",
+    code, _, err = run_cli(capsys, "render", *station.keys, "--out",
                            tmp_path / "p.pdf", tmp_path / "gone.ecgr", station.reports[0])
     assert code == 1 and err.startswith(f"ecgd: {tmp_path / 'gone.ecgr'}: cannot read")
     assert (tmp_path / "p.pdf").is_file()
@@ -248,14 +262,14 @@ def test_missing_report_file_exits_1(station, capsys, tmp_path) -> None:
 def test_usage_errors_exit_2(station, capsys, tmp_path) -> None:
     """Unknown --format, an unknown page suffix, or several reports into one PNG: exit 2."""
     with pytest.raises(SystemExit) as exc_info:
-        main(["export", "--key", str(station.key), "--format", "hl7", "--out", str(tmp_path),
-              str(station.reports[0])])
+        main(["export", *[str(a) for a in station.keys], "--format", "hl7", "--out",
+              str(tmp_path), str(station.reports[0])])
     assert exc_info.value.code == 2
     assert "invalid choice: 'hl7'" in capsys.readouterr().err
-    code, _, err = run_cli(capsys, "render", "--key", station.key, "--out", tmp_path / "p.txt",
+    code, _, err = run_cli(capsys, "render", *station.keys, "--out", tmp_path / "p.txt",
                            station.reports[0])
     assert code == 2 and ".pdf, .png, .svg" in err
-    code, _, err = run_cli(capsys, "render", "--key", station.key, "--out", tmp_path / "p.png",
+    code, _, err = run_cli(capsys, "render", *station.keys, "--out", tmp_path / "p.png",
                            *station.reports[:2])
     assert code == 2 and "holds one page" in err
     assert list(tmp_path.iterdir()) == []
@@ -263,10 +277,10 @@ def test_usage_errors_exit_2(station, capsys, tmp_path) -> None:
 
 def test_unwritable_output_exits_74(station, capsys, tmp_path) -> None:
     """A page into a missing folder, or an export folder that is a file: exit 74, named."""
-    code, _, err = run_cli(capsys, "render", "--key", station.key, "--out",
+    code, _, err = run_cli(capsys, "render", *station.keys, "--out",
                            tmp_path / "missing" / "p.pdf", station.reports[0])
     assert code == 74 and "cannot write" in err
     (tmp_path / "file").write_text("")
-    code, _, err = run_cli(capsys, "export", "--key", station.key, "--format", "fhir",
+    code, _, err = run_cli(capsys, "export", *station.keys, "--format", "fhir",
                            "--out", tmp_path / "file", station.reports[0])
     assert code == 74 and f"{tmp_path / 'file'}: cannot create the output folder" in err

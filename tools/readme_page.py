@@ -5,7 +5,9 @@ does, drawn by ``ecgd render``'s code at 100 dpi.
 The recording is CinC 2021 HR06004 (PTB-XL, normal sinus rhythm); the model is the
 reference Net1D (so the page shows "NOT A VALID INTERPRETATION", as every report of an
 untrained model must); the patient is a made-up demonstration identifier under a fixed
-demonstration key, so the header shows what a pseudonym looks like.
+demonstration key, so the header shows what a pseudonym looks like. The report is sealed
+and signed by a throwaway appliance key ("demo-appliance") and opened as the station opens
+it.
 tests/test_station_render.py draws the same page and compares it with the committed image.
 
     PYTHONPATH=. python tools/readme_page.py --model MANIFEST [--out docs/reading-station-page.png]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +27,12 @@ from ecgd.model.session import ModelSession  # noqa: E402
 from ecgd.pipeline import Analyzer, SourceInfo  # noqa: E402
 from ecgd.records.companions import content_sha256, recording_files  # noqa: E402
 from ecgd.records.reader import read_recording  # noqa: E402
+from ecgd.report_store import report_file_name  # noqa: E402
+from ecgd.security.keys import (generate_keys, generate_signing_key, load_recipients,  # noqa: E402
+                                load_signing_key)
 from ecgd.security.pseudonym import pseudonymize  # noqa: E402
-from ecgd.station.opener import OpenedReport  # noqa: E402
+from ecgd.security.seal import seal_report  # noqa: E402
+from ecgd.station.opener import ReportOpener  # noqa: E402
 from ecgd.station.render import render  # noqa: E402
 from ecgd.station.view import view_report  # noqa: E402
 
@@ -48,7 +55,14 @@ def readme_page_png(manifest: Path, data_dir: Path) -> bytes:
                          "content_sha256": digest}, f"file:{digest}")
     report = analyzer.analyze(read_recording(path, config.limits.max_input_bytes), source,
                               pseudonymize(DEMO_PATIENT, DEMO_KEY))[0]
-    return render([view_report(OpenedReport(path, report))], "png", dpi=DPI)
+    with tempfile.TemporaryDirectory() as tmp:
+        station = generate_keys(Path(tmp) / "station")
+        appliance = generate_signing_key(Path(tmp) / "enrolled", name="demo-appliance")
+        sealed = Path(tmp) / report_file_name(report["report_id"])
+        sealed.write_bytes(seal_report(report, load_recipients([station["public"]]),
+                                       load_signing_key(appliance["private"])))
+        (opened,) = ReportOpener(station["private"], Path(tmp) / "enrolled").open_each([sealed])
+    return render([view_report(opened)], "png", dpi=DPI)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""``ecgd decrypt --key PRIVATE_KEY [--summary | --pretty] FILE...``: sealed reports, readable."""
+"""``ecgd decrypt --key IDENTITY --appliances DIR [--summary | --pretty] FILE...``: verified
+reports as JSON lines, one summary line each, or indented JSON."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ecgd.commands.station_keys import add_station_key_arguments
 from ecgd.errors import TamperedError
 
 EXIT_UNREADABLE = 1
@@ -14,21 +16,24 @@ EXIT_UNREADABLE = 1
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "decrypt",
-        help="decrypt sealed reports: JSON lines, one summary line each, or indented JSON",
+        help="verify and decrypt sealed reports: JSON lines, a summary line each, or "
+             "indented JSON",
         description=(
-            "Decrypt each FILE with the private key and print its JSON report on one line of "
-            "stdout (--summary: one readable line per report; --pretty: indented JSON). A "
-            "file that fails authentication (modified, truncated, not sealed to this key) is "
-            "named on stderr with the reason, the others are still printed, and the exit code "
-            f"is {TamperedError.exit_code}; an unreadable file exits {EXIT_UNREADABLE}."
+            "Check each FILE's appliance signature against the enrolled appliances, decrypt "
+            "it with the station's age identity and print one JSON line "
+            '{"signer": {"appliance": NAME, "key_id": ID}, "report": {...}} (--summary: one '
+            "readable line per report; --pretty: the same object as indented JSON). A file "
+            "that fails a check (unsigned, unknown signer, signature mismatch, modified, "
+            "truncated, not sealed to this identity, not a report) is named on stderr with the "
+            "check, the others are still printed, and the exit code is "
+            f"{TamperedError.exit_code}; an unreadable file exits {EXIT_UNREADABLE}."
         ),
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
-                        help="the recipient private key (NAME.key from ecgd keygen)")
+    add_station_key_arguments(parser)
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--summary", action="store_true",
                       help="one line per report: time, pseudonym prefix, QC verdict, rate, "
-                           "top finding, report id")
+                           "top finding, report id, signer")
     form.add_argument("--pretty", action="store_true", help="indented JSON")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
                         help="sealed report files")
@@ -39,18 +44,17 @@ def run(args: argparse.Namespace) -> int:
     # The reading-station package is imported here, not at the top: the appliance imports
     # every command module and must not load the station.
     from ecgd.station.opener import ReportOpener
-    from ecgd.station.terminal import pretty_json, summary_line
+    from ecgd.station.terminal import summary_line
     from ecgd.station.view import open_views
 
-    opener = ReportOpener(args.key)
+    opener = ReportOpener(args.key, args.appliances)
     if args.summary:
-        lines = (summary_line(view) for view in open_views(opener, args.files,
-                                                            with_waveform=False))
-    elif args.pretty:
-        lines = (pretty_json(opened.report) for opened in opener.open_each(args.files))
-    else:
-        lines = (json.dumps(opened.report, ensure_ascii=False, separators=(",", ":"))
-                 for opened in opener.open_each(args.files))
-    for line in lines:
-        print(line, flush=True)
+        for view in open_views(opener, args.files, with_waveform=False):
+            print(summary_line(view), flush=True)
+        return opener.exit_code
+    indent = 2 if args.pretty else None
+    separators = None if args.pretty else (",", ":")
+    for opened in opener.open_each(args.files):
+        print(json.dumps({"signer": opened.signer_fields(), "report": opened.report},
+                         ensure_ascii=False, indent=indent, separators=separators), flush=True)
     return opener.exit_code

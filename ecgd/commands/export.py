@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 
+from ecgd.commands.station_keys import add_station_key_arguments
 from ecgd.errors import ExportError, TamperedError
 
 if TYPE_CHECKING:
@@ -29,12 +30,11 @@ def register(subparsers: Any) -> None:
             f"{FORMATS['fhir'][1]}) or DIR/REPORT_ID.dcm (--format dicom: "
             f"{FORMATS['dicom'][1]}), naming the patient by pseudonym only. Each written "
             "file is printed. A report that cannot be opened or exported is named on stderr "
-            f"(exit 1; {TamperedError.exit_code} when not authentic) and the others are still "
+            f"(exit 1; {TamperedError.exit_code} when it fails a check) and the others are still "
             "exported."
         ),
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
-                        help="the reading station's private key (NAME.key from ecgd keygen)")
+    add_station_key_arguments(parser)
     parser.add_argument("--format", required=True, choices=sorted(FORMATS),
                         help="fhir (.json Bundle) or dicom (.dcm)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     suffix = FORMATS[args.format][0]
     export = _exporter(args.format)
-    opener = ReportOpener(args.key)
+    opener = ReportOpener(args.key, args.appliances)
     out_dir = ensure_output_dir(args.out)
     for view in open_views(opener, args.files):
         try:

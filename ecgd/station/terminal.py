@@ -1,8 +1,5 @@
-"""Reports at the terminal: one summary line each, or indented JSON."""
+"""Reports at the terminal: one summary line each."""
 from __future__ import annotations
-
-import json
-from typing import Any, Mapping
 
 from ecgd.station.view import ReportView
 
@@ -10,7 +7,8 @@ PSEUDONYM_PREFIX_CHARS = 8
 
 
 def summary_line(view: ReportView) -> str:
-    """Time, pseudonym prefix, QC verdict, rate, top finding (and the report id) on one line.
+    """Time, pseudonym prefix, QC verdict, rate, top finding, report id and signing
+    appliance on one line.
 
     The time is the acquisition time when the source stated it, else the analysis time,
     marked so. A window that is not a valid interpretation says so before its finding.
@@ -21,10 +19,8 @@ def summary_line(view: ReportView) -> str:
     if view.qc_reasons:
         verdict += " (" + ", ".join(view.qc_reasons) + ")"
     rate = "- bpm" if view.heart_rate_bpm is None else f"{view.heart_rate_bpm:.0f} bpm"
-    fields = [time, pseudonym, verdict, rate, _top_finding(view), f"id {view.report_id[:8]}"]
-    if view.signer is not None:
-        fields.append(f"signed by {view.signer}")
-    return "  ".join(fields)
+    return "  ".join([time, pseudonym, verdict, rate, _top_finding(view),
+                      f"id {view.report_id[:8]}", f"from {view.appliance}"])
 
 
 def _top_finding(view: ReportView) -> str:
@@ -34,8 +30,3 @@ def _top_finding(view: ReportView) -> str:
     finding = (f"{present[0]['label']} {present[0]['probability']:.2f}" if present
                else "no finding above its threshold")
     return finding if view.interpretation_valid else f"NOT VALID: {finding}"
-
-
-def pretty_json(report: Mapping[str, Any]) -> str:
-    """The whole report as indented JSON (non-ASCII kept readable)."""
-    return json.dumps(report, ensure_ascii=False, indent=2)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 from ecgd.errors import TamperedError
 from ecgd.report_waveform import Waveform, decode_waveform
 from ecgd.station.codes import MEASURES, Measure
-from ecgd.station.opener import OpenedReport, ReportOpener
+from ecgd.station.opener import ReportFile, ReportOpener
 
 TOP_FINDINGS = 5
 
@@ -41,7 +41,8 @@ class ReportView:
     warning: Optional[str]
     model_name: str
     ecgd_version: str
-    signer: Optional[str]
+    appliance: str                    # the enrolled name of the appliance that signed it
+    signer: str                       # the same, with its signing key id
     waveform: Optional[Waveform]
 
     @property
@@ -69,8 +70,8 @@ class ReportView:
             return f"a report of schema {self.schema_version}, older than 2.0"
         if self.leads_missing or "too_short" in self.qc_reasons:
             return "the window had no complete 12-lead signal"
-        return ("the appliance keeps no samples ([reports] waveform = false), or a sample "
-                "was beyond 2 kV")
+        return ("the appliance keeps no samples ([reports] waveform = false, or an ecgd "
+                "that did not yet keep them), or a sample was beyond 2 kV")
 
     def top_findings(self, count: int = TOP_FINDINGS) -> Tuple[Mapping[str, Any], ...]:
         """The most probable findings (the report lists them most probable first)."""
@@ -92,7 +93,7 @@ def open_views(opener: ReportOpener, paths: Iterable[Path],
             opener.refuse(opened.path, str(exc), exc.exit_code)
 
 
-def view_report(opened: OpenedReport, with_waveform: bool = True) -> ReportView:
+def view_report(opened: ReportFile, with_waveform: bool = True) -> ReportView:
     """The view of an opened report; TamperedError naming the field a report lacks."""
     report = opened.report
     try:
@@ -119,6 +120,7 @@ def view_report(opened: OpenedReport, with_waveform: bool = True) -> ReportView:
             warning=None if report.get("warning") is None else str(report["warning"]),
             model_name=str(report["model"]["name"]),
             ecgd_version=str(report.get("ecgd_version", "")),
+            appliance=opened.origin.appliance.name,
             signer=opened.signer,
             waveform=None,
         )
