@@ -44,7 +44,12 @@ COMMANDS = (
     Command("keygen", "ecgd.commands.keygen",
             "write the station's keys, or an appliance's signing key"),
     Command("decrypt", "ecgd.commands.decrypt",
-            "verify and decrypt sealed reports; print them as JSON, one per line"),
+            "verify and decrypt sealed reports: JSON lines, a summary line each, or "
+            "indented JSON"),
+    Command("render", "ecgd.commands.render",
+            "draw sealed reports as the standard 12-lead printout (PDF, PNG, SVG)"),
+    Command("export", "ecgd.commands.export",
+            "export sealed reports as FHIR R4 Bundles or DICOM 12-lead ECG files"),
     Command("forward", "ecgd.commands.forward",
             "deliver sealed reports to the reading station (systemd service)"),
     Command("receive", "ecgd.commands.receive", "receive delivered reports (reading station)"),
@@ -56,11 +61,12 @@ COMMANDS = (
 
 EPILOG = """exit codes:
   0   success
-  1   an input file could not be read (named on stderr), or a check failed
+  1   an input file could not be read (named on stderr), a check failed, or a report
+      could not be exported as asked
   2   command-line usage error
   65  model, manifest or checkpoint refused; sealed report failed authentication
   69  a live source failed
-  74  a report could not be written
+  74  a report, rendered page or export could not be written
   78  configuration invalid (systemd does not restart the service on 78)
   70  internal error (a bug)
 """

@@ -8,8 +8,6 @@ edge where they happen, with ``raise ... from exc``.
       ConfigError        78    bad config or key material: refuse to start; systemd does
                                not restart-loop (RestartPreventExitStatus=78); may hold
                                several problems, one line each
-      UsageError          2    the command line names something unusable (a public key
-                               where the private key is needed, ...)
       ModelError         65    bad / mismatched model, manifest or checkpoint: refuse
         CheckpointError  65    a checkpoint that is not a Net1D state dict, or unsafe
       RecordError         1    a bad input recording: report it, quarantine it, keep running
@@ -21,6 +19,12 @@ edge where they happen, with ``raise ... from exc``.
       DeliveryError      69    the reading station did not take a report: keep it, retry
         StationUnavailable     down, hung, refusing TLS, or answering garbage: back off
         ReportRefused          the station refused this one report: keep it, retry later
+      UsageError          2    a command line argparse cannot judge alone (contradicting
+                               arguments, a public key where the identity is needed)
+      ExportError         1    reading station: a report cannot be expressed in the format
+                               asked for (a DICOM ECG without a tracing)
+      OutputError        74    reading station: a rendered page or an export cannot be
+                               written
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -52,12 +56,6 @@ class ConfigError(EcgdError):
     def __init__(self, message: str = "", problems: Sequence[str] = ()) -> None:
         self.problems: Tuple[str, ...] = tuple(problems) or (message,)
         super().__init__("\n".join(self.problems))
-
-
-class UsageError(EcgdError):
-    """The command line is wrong in a way argparse cannot see (exit 2, as argparse's own)."""
-
-    exit_code = 2
 
 
 class ModelError(EcgdError):
@@ -106,3 +104,22 @@ class StationUnavailable(DeliveryError):
 
 class ReportRefused(DeliveryError):
     """The station answered, and refused this one report (e.g. its signature check)."""
+
+
+class UsageError(EcgdError):
+    """The command line is wrong in a way argparse cannot see: arguments that contradict
+    each other, a file of the wrong kind (a ``.pub`` as ``--key``); exit 2, as argparse's."""
+
+    exit_code = 2
+
+
+class ExportError(EcgdError):
+    """One report cannot be expressed in the asked format; the others still can."""
+
+    exit_code = 1
+
+
+class OutputError(EcgdError):
+    """A rendered page or an exported file cannot be written."""
+
+    exit_code = 74

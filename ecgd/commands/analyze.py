@@ -57,7 +57,7 @@ def _open_analyzer(config: Config, manifest_path: Path) -> Analyzer:
     except ModelError as exc:
         raise ModelError(f"{exc} (use --model to choose another)") from exc
     return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max)
+                    config.model.batch_max, keep_waveform=config.reports.waveform)
 
 
 def run(args: argparse.Namespace) -> int:
