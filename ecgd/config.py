@@ -126,9 +126,13 @@ class LimitsConfig:
     """Input limits that protect the appliance from hostile or broken files."""
 
     max_input_bytes: int = 64 * 1024 * 1024
+    # leads x samples one input may decode to: about 65 bytes each at the peak of analysing
+    # a 100-Hz recording (resampled to 500 Hz), so the default keeps one input under 1 GB
+    max_input_samples: int = 8_000_000
 
     def __post_init__(self) -> None:
         _require(self.max_input_bytes > 0, "limits", "max_input_bytes", "must be positive")
+        _require(self.max_input_samples > 0, "limits", "max_input_samples", "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -485,7 +485,8 @@ class Daemon:
         started = time.perf_counter()
         try:
             try:
-                recording = read_recording(claimed.primary, self.config.limits.max_input_bytes)
+                recording = read_recording(claimed.primary, self.config.limits.max_input_bytes,
+                                           self.config.limits.max_input_samples)
                 digest = content_sha256(list(claimed.files))
             except RecordError as exc:
                 self._fail(claimed, str(exc))

@@ -60,6 +60,7 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[window]\nstride_s = 20.0\n", "[window] stride_s: must be in (0, seconds]"),
     ("[qc]\nquality_score_min = 1.5\n", "[qc] quality_score_min: must be between 0 and 1"),
     ("[spool]\ndone_dir = \"/var/spool/ecgd/incoming\"\n", "must all differ"),
+    ("[limits]\nmax_input_samples = 0\n", "[limits] max_input_samples: must be positive"),
     ("[serial]\nbaudrate = 9600\n", "[serial] port: is required"),
     ("[serial]\nport = \"loop://\"\nformat = \"midi\"\n", "[serial] format"),
     ("[reports]\nrecipients = \"/etc/key.pub\"\n", "[reports] recipients: must be a list"),
