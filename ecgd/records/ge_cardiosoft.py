@@ -78,10 +78,9 @@ def _leads(strip: Element, source: str, max_samples: int) -> Tuple[List[str], np
         if not label:
             raise RecordError(f"{source}: a StripData WaveformData has no lead attribute")
         what = f"lead {lead_label(label, index)} samples"
-        # one more than stated, so a longer lead is told apart from a matching one
-        row = parse_integers(element.text, what, source, max(int(n_samples), 0) + 1)
+        row = parse_integers(element.text, what, source, max(int(n_samples), 0))
         if len(row) != n_samples:
-            raise RecordError(f"{source}: {what}: {len(row)} found, not the "
+            raise RecordError(f"{source}: {what} are more or fewer than the "
                               f"ChannelSampleCountTotal stated")
         names.append(normalize_lead_name(label))
         rows.append(row)

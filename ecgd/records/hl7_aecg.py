@@ -16,8 +16,8 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from ecgd.errors import RecordError
-from ecgd.records.recording import (DEFAULT_MAX_SAMPLES, Recording, lead_label,
-                                    normalize_lead_name)
+from ecgd.records.recording import (DEFAULT_MAX_SAMPLES, Recording, check_sample_budget,
+                                    lead_label, normalize_lead_name)
 from ecgd.records.timestamps import StartTime, acquisition_start, time_problem
 from ecgd.records.xml_safety import (optional_text, parse_integers, parse_number, parse_xml,
                                      required)
@@ -101,9 +101,10 @@ def _leads(sequence_set: Element, source: str,
                                  source)
         scale_mv = _quantity_mv(required(value, f"{_NS}scale", source), f"lead {label} scale",
                                 source)
-        remaining = max_samples - sum(len(row) for row in rows)
+        decoded = sum(len(row) for row in rows)
         digits = parse_integers(required(value, f"{_NS}digits", source).text,
-                                f"lead {label} digits", source, remaining)
+                                f"lead {label} digits", source, max_samples - decoded)
+        check_sample_budget(1, decoded + len(digits), max_samples, source)
         if len(digits) == 0:
             raise RecordError(f"{source}: lead {label} has no digits")
         names.append(normalize_lead_name(lead_code))

@@ -17,7 +17,7 @@ import math
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import defusedxml
 import defusedxml.ElementTree as SafeElementTree
@@ -146,28 +146,27 @@ def decode_base64(text: Optional[str], what: str, source: str) -> bytes:
 
 def parse_integers(text: Optional[str], what: str, source: str,
                    max_values: int) -> np.ndarray:
-    """Integers separated by whitespace or commas, as float64.
+    """At most ``max_values + 1`` integers separated by whitespace or commas, as float64.
 
-    The text is parsed about 1 MiB at a time (never one Python string per number for the
-    whole text, which costs ~60 bytes each), and refused as soon as it holds more than
-    ``max_values`` numbers. RecordError names ``what``, never a token.
+    Parsing stops one number past ``max_values``, so the caller's length check refuses a
+    longer text without it ever being split whole: the text is parsed about 1 MiB at a
+    time, never as one Python string per number (about 60 bytes each). RecordError names
+    ``what``, never a token.
     """
     text = text or ""
-    chunks = []
+    chunks: List[np.ndarray] = []
     n_values = 0
     start = 0
-    while start < len(text):
+    while start < len(text) and n_values <= max_values:
         cut = _SEPARATOR.search(text, min(start + _CHUNK_CHARS, len(text)))
         stop = cut.end() if cut else len(text)
-        tokens = text[start:stop].replace(",", " ").split()
-        n_values += len(tokens)
-        if n_values > max_values:
-            raise RecordError(f"{source}: {what} hold more than {max_values} samples; refused")
+        tokens = text[start:stop].replace(",", " ").split()[:max_values + 1 - n_values]
         try:
             # numpy parses the tokens as int() does, 2x faster than a list of Python ints
             chunks.append(np.array(tokens, dtype=np.int64))
         except (ValueError, OverflowError) as exc:
             raise RecordError(f"{source}: {what} are not all integers") from exc
+        n_values += len(tokens)
         start = stop
     if not chunks:
         return np.empty(0, dtype=np.float64)
