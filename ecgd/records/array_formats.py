@@ -35,6 +35,7 @@ import math
 import re
 import zipfile
 from pathlib import Path
+from tokenize import TokenError
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -211,8 +212,9 @@ def _load_npz(path: Path, max_bytes: int, max_samples: int) -> Dict[str, np.ndar
             return {key: archive[key] for key in _NPZ_KEYS}
     except RecordError:
         raise
-    except ValueError as exc:
-        # numpy raises ValueError for object (pickled) arrays and malformed members.
+    except (ValueError, TokenError) as exc:
+        # numpy raises ValueError for object (pickled) arrays and malformed members, and
+        # tokenize's TokenError for a header that is not a Python literal.
         raise RecordError(f"{name}: unreadable .npz member (object arrays are "
                           f"refused)") from exc
     except (OSError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
@@ -232,7 +234,7 @@ def _check_declared_sizes(archive: zipfile.ZipFile, name: str, max_samples: int)
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 shape, _fortran_order, dtype = read_header(handle)
-        except ValueError as exc:
+        except (ValueError, TokenError) as exc:
             raise RecordError(f"{name}: unreadable .npz member header") from exc
         declared_bytes = math.prod(shape) * dtype.itemsize
         if declared_bytes > member.file_size:
@@ -249,6 +251,12 @@ def _string_list(array: np.ndarray, key: str, name: str) -> List[str]:
     flat = array.reshape(-1)
     if array.dtype.kind == "S":
         return [item.decode("ascii", errors="replace") for item in flat]
+    # numpy builds str objects from raw UTF-32 without checking it: a code point past
+    # U+10FFFF or a surrogate makes a str that crashes Python's string methods
+    code_points = np.ascontiguousarray(flat).view(np.uint32)
+    if np.any(code_points > 0x10FFFF) or np.any((code_points >= 0xD800)
+                                                & (code_points <= 0xDFFF)):
+        raise RecordError(f"{name}: '{key}' holds characters that are not Unicode")
     return [str(item) for item in flat]
 
 

@@ -44,9 +44,10 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 logging.getLogger("pydicom").disabled = True
 warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
 
-# What pydicom (or Python under it) raises on hostile bytes and malformed elements.
+# What pydicom (or Python under it) raises on hostile bytes and malformed elements; its
+# parser says "No tag to read at file position ..." with an OSError.
 _MALFORMED = (InvalidDicomError, BytesLengthException, AttributeError, TypeError, ValueError,
-              LookupError, OverflowError, NotImplementedError, struct.error, EOFError)
+              LookupError, OverflowError, NotImplementedError, struct.error, EOFError, OSError)
 
 _MV_PER_UNIT = {"uv": 1e-3, "mv": 1.0, "v": 1e3}
 

@@ -13,6 +13,8 @@ import re
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from ecgd.errors import RecordError
 from ecgd.records.recording import DEFAULT_MAX_SAMPLES, Recording, validate_recording
 from ecgd.records.xml_safety import xml_head_as_utf8
@@ -104,5 +106,8 @@ def read_recording(path: Path, max_bytes: int,
     check_input_file(path, max_bytes)
     fmt = detect_format(path)
     module = importlib.import_module(FORMAT_MODULES[fmt])
-    recording = module.read(path, max_bytes=max_bytes, max_samples=max_samples)
+    # A hostile gain or value overflows to Inf, which validate_recording refuses by name;
+    # numpy's warning about it would only print the stack to stderr (the journal).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        recording = module.read(path, max_bytes=max_bytes, max_samples=max_samples)
     return validate_recording(recording, path.name, max_samples)

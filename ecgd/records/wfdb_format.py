@@ -147,7 +147,8 @@ def _signal_files(header: WfdbHeader, header_path: Path,
     channels_by_file: "OrderedDict[str, List[int]]" = OrderedDict()
     for channel, spec in enumerate(header.signals):
         file_name = spec.file_name
-        if file_name in ("~", ".", "..") or Path(file_name).name != file_name:
+        if file_name in ("~", ".", "..") or Path(file_name).name != file_name or \
+                any(ord(character) < 32 for character in file_name):
             raise RecordError(f"{name}: line {spec.line_no}: the signal file is not a plain "
                               f"file name beside the header; refused")
         if file_name == name:
