@@ -30,7 +30,7 @@ import re
 import traceback
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Protocol, Sequence, Tuple, TypeVar
 
 import numpy as np
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import shutil
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -18,7 +17,7 @@ import wfdb
 from wfdb.io.convert.edf import read_edf
 
 from ecgd.errors import RecordError
-from ecgd.records import edf_format, wfdb_format
+from ecgd.records import edf_format
 from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS
 

@@ -66,7 +66,31 @@ MUSE = "ge-muse-xml/EGM/muse-sinus.xml"
 CARDIOSOFT = "ge-cardiosoft-xml/example-XML1.xml"
 PHILIPS = "philips-xml/129DYPRG.XML"
 
-HOSTILE_FIELDS = {
+# Text edits of real files: (source, pattern, replacement, encoding); {s} is the sentinel.
+TEXT_EDITS = {
+    "hl7 unit": (HL7, r'(<origin value="[^"]*" unit=")[^"]*', r"\g<1>{s}", "utf-8"),
+    "hl7 digit": (HL7, r"(<digits>\s*)", r"\g<1>{s} ", "utf-8"),
+    "hl7 increment": (HL7, r'(<increment value=")[^"]*', r"\g<1>{s}", "utf-8"),
+    "hl7 lead code": (HL7, r'code="MDC_ECG_LEAD_I"(.*?<digits>\s*)',
+                      r'code="MDC_ECG_LEAD_{s}"\g<1>x ', "utf-8"),
+    "muse units": (MUSE, r"(<WaveformType>Rhythm.*?<LeadAmplitudeUnits>)[^<]*", r"\g<1>{s}",
+                   "latin-1"),
+    "muse sample base": (MUSE, r"(<WaveformType>Rhythm.*?<SampleBase>)[^<]*", r"\g<1>{s}",
+                         "latin-1"),
+    "muse lead id": (MUSE, r"(<WaveformType>Rhythm.*?<LeadID>)[^<]*(.*?"
+                           r"<LeadAmplitudeUnitsPerBit>)[^<]*", r"\g<1>{s}\g<2>x", "latin-1"),
+    "cardiosoft rate": (CARDIOSOFT, r"(<StripData>.*?<SampleRate[^>]*>)[^<]*", r"\g<1>{s}",
+                        "latin-1"),
+    "cardiosoft units": (CARDIOSOFT, r'(<StripData>.*?<Resolution units=")[^"]*', r"\g<1>{s}",
+                         "latin-1"),
+    "cardiosoft lead": (CARDIOSOFT, r'(<StripData>.*?<WaveformData lead=")I(">)',
+                        r"\g<1>{s}\g<2>x,", "latin-1"),
+    "philips version": (PHILIPS, r"(<documentversion>)[^<]*", r"\g<1>{s}", "utf-8"),
+    "philips encoding": (PHILIPS, r'(dataencoding=")[^"]*', r"\g<1>{s}", "utf-8"),
+}
+
+# Files made in the test: name -> builder(shared data, temp folder) -> path.
+BUILT = {
     "csv fs_hz": lambda d, t: _csv(t / "a.csv", f"# fs_hz={SENTINEL}, units=mV", "I", ["0"]),
     "csv units": lambda d, t: _csv(t / "a.csv", f"# fs_hz=500, units={SENTINEL}", "I", ["0"]),
     "csv repeated lead": lambda d, t: _csv(t / "a.csv", "# fs_hz=500, units=mV",
@@ -76,41 +100,6 @@ HOSTILE_FIELDS = {
     "npz units": lambda d, t: _npz(t / "a.npz", units=SENTINEL),
     "npz NaN lead": lambda d, t: _npz(t / "a.npz", lead_names=np.array(["I", SENTINEL]),
                                       signal=np.full((2, 500), np.nan)),
-    "hl7 unit": lambda d, t: _edit(d / HL7, t / "a.xml", r'(<origin value="[^"]*" unit=")[^"]*',
-                                   rf"\g<1>{SENTINEL}", "utf-8"),
-    "hl7 digit": lambda d, t: _edit(d / HL7, t / "a.xml", r"(<digits>\s*)", rf"\g<1>{SENTINEL} ",
-                                    "utf-8"),
-    "hl7 increment": lambda d, t: _edit(d / HL7, t / "a.xml",
-                                        r'(<increment value=")[^"]*', rf"\g<1>{SENTINEL}",
-                                        "utf-8"),
-    "hl7 lead code": lambda d, t: _edit(d / HL7, t / "a.xml",
-                                        r'code="MDC_ECG_LEAD_I"(.*?<digits>\s*)',
-                                        rf'code="MDC_ECG_LEAD_{SENTINEL}"\g<1>x ', "utf-8"),
-    "muse units": lambda d, t: _edit(d / MUSE, t / "a.xml",
-                                     r"(<WaveformType>Rhythm.*?<LeadAmplitudeUnits>)[^<]*",
-                                     rf"\g<1>{SENTINEL}"),
-    "muse sample base": lambda d, t: _edit(d / MUSE, t / "a.xml",
-                                           r"(<WaveformType>Rhythm.*?<SampleBase>)[^<]*",
-                                           rf"\g<1>{SENTINEL}"),
-    "muse lead id": lambda d, t: _edit(d / MUSE, t / "a.xml",
-                                       r"(<WaveformType>Rhythm.*?<LeadID>)[^<]*(.*?"
-                                       r"<LeadAmplitudeUnitsPerBit>)[^<]*",
-                                       rf"\g<1>{SENTINEL}\g<2>x"),
-    "cardiosoft rate": lambda d, t: _edit(d / CARDIOSOFT, t / "a.xml",
-                                          r"(<StripData>.*?<SampleRate[^>]*>)[^<]*",
-                                          rf"\g<1>{SENTINEL}"),
-    "cardiosoft units": lambda d, t: _edit(d / CARDIOSOFT, t / "a.xml",
-                                           r'(<StripData>.*?<Resolution units=")[^"]*',
-                                           rf"\g<1>{SENTINEL}"),
-    "cardiosoft lead": lambda d, t: _edit(d / CARDIOSOFT, t / "a.xml",
-                                          r'(<StripData>.*?<WaveformData lead=")I(">)',
-                                          rf"\g<1>{SENTINEL}\g<2>x,"),
-    "philips version": lambda d, t: _edit(d / PHILIPS, t / "a.xml",
-                                          r"(<documentversion>)[^<]*", rf"\g<1>{SENTINEL}",
-                                          "utf-8"),
-    "philips encoding": lambda d, t: _edit(d / PHILIPS, t / "a.xml",
-                                           r'(dataencoding=")[^"]*', rf"\g<1>{SENTINEL}",
-                                           "utf-8"),
     "xml entity": lambda d, t: _write(t / "a.xml", f'<?xml version="1.0"?><RestingECG>'
                                       f'&{SENTINEL};</RestingECG>'),
     "dicom unit": lambda d, t: _dicom_channel_edit(
@@ -124,17 +113,25 @@ HOSTILE_FIELDS = {
 }
 
 
+def _hostile_file(case: str, shared_data: Path, tmp_path: Path) -> Path:
+    if case in BUILT:
+        return BUILT[case](shared_data, tmp_path)
+    source, pattern, replacement, encoding = TEXT_EDITS[case]
+    return _edit(shared_data / source, tmp_path / "a.xml", pattern,
+                 replacement.replace("{s}", SENTINEL), encoding)
+
+
 def _write(target: Path, text: str) -> Path:
     target.write_text(text)
     return target
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE_FIELDS))
+@pytest.mark.parametrize("case", sorted([*TEXT_EDITS, *BUILT]))
 def test_values_read_from_a_file_never_reach_the_error_line(shared_data: Path, tmp_path: Path,
                                                             case: str) -> None:
     """A bad unit, rate, lead name, token or version is refused in one line that names the
     field, never quoting the value the file holds."""
-    path = HOSTILE_FIELDS[case](shared_data, tmp_path)
+    path = _hostile_file(case, shared_data, tmp_path)
     with pytest.raises(RecordError) as raised:
         read_recording(path, LIMIT_BYTES)
     message = str(raised.value)

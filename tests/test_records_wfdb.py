@@ -3,7 +3,6 @@ on every WFDB record in ../shared/data and on files of every storage format, plu
 headers and signal files."""
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import subprocess
 import sys

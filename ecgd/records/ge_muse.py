@@ -13,7 +13,7 @@ import math
 import re
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 from xml.etree.ElementTree import Element
 
 import numpy as np

@@ -104,7 +104,7 @@ def read(path: Path, max_bytes: int, max_samples: int = DEFAULT_MAX_SAMPLES) -> 
     return Recording(
         samples_mv=samples_mv,
         fs_hz=header.fs_hz,
-        lead_names=_unique_lead_names(header.signals, labels, name),
+        lead_names=_unique_lead_names(header.signals, name),
         format="wfdb",
         start_time=start_time,
         patient_id=_patient_id(header.comments),
@@ -343,8 +343,7 @@ def _mv_per_unit(spec: SignalSpec, label: str, name: str) -> float:
     return factor
 
 
-def _unique_lead_names(signals: Sequence[SignalSpec], labels: Sequence[str],
-                       name: str) -> Tuple[str, ...]:
+def _unique_lead_names(signals: Sequence[SignalSpec], name: str) -> Tuple[str, ...]:
     """Normalized lead names; a signal without a description is ``channelN`` (its 1-based
     position, as DICOM's unnamed channels); repeated non-standard names are numbered
     (svdb: two ``ECG``)."""
