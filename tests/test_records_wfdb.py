@@ -321,7 +321,7 @@ def test_header_naming_itself_as_its_signal_file_is_refused(mitdb_copy: Path) ->
     (lambda lines: ["100 2", *lines[1:]], r"states no sampling rate"),
     (lambda lines: ["100 2 0 650000", *lines[1:]], r"sampling rate is not a positive number"),
     (lambda lines: [lines[0], *[line.replace(" 212 ", " 516 ") for line in lines[1:]]],
-     r"WFDB signal format 516 is not supported"),
+     r"line 2: the WFDB signal format is not supported"),
     (lambda lines: [lines[0], *[line.replace(" 212 ", " 212x2 ") for line in lines[1:]]],
      r"multi-frequency"),
     (lambda lines: [lines[0], *[line.replace(" 212 ", " 212:3 ") for line in lines[1:]]],
@@ -330,7 +330,7 @@ def test_header_naming_itself_as_its_signal_file_is_refused(mitdb_copy: Path) ->
      r"line 2: gain field is not"),
     (lambda lines: [lines[0], lines[1].replace(" 1024 ", " 10q4 "), lines[2]],
      r"line 2: ADC zero is not an integer"),
-    (lambda lines: [lines[0]], r"header declares 2 signals but has 0 signal lines"),
+    (lambda lines: [lines[0]], r"number of signals disagrees with the 0 signal lines"),
 ])
 def test_bad_headers_are_refused_with_line_and_field(mitdb_copy: Path, edit,
                                                      reason: str) -> None:
@@ -341,8 +341,8 @@ def test_bad_headers_are_refused_with_line_and_field(mitdb_copy: Path, edit,
 
 
 def test_header_values_are_never_echoed(mitdb_copy: Path) -> None:
-    """Values read from the header (a unit, a file name, a description) stay out of the
-    error line: it names the line and the field."""
+    """Values read from the header (a unit, a description, a file name, a format code
+    that could be an MRN) stay out of the error line: it names the line and the field."""
     _edit_lines(mitdb_copy, lambda lines: [lines[0], lines[1].replace("200", "200/Q7Z3mmHg")
                                            .replace("MLII", "Q7Z3NAME"), lines[2]])
     with pytest.raises(RecordError, match=r"^100\.hea: channel 1 \(line 2\) has a unit that "
@@ -355,6 +355,12 @@ def test_header_values_are_never_echoed(mitdb_copy: Path) -> None:
             as raised:
         read_recording(mitdb_copy, LIMIT_BYTES)
     assert "Q7Z3" not in str(raised.value)
+    _edit_lines(mitdb_copy, lambda lines: [lines[0], lines[1].replace(" 212 ", " 074747981 "),
+                                           lines[2]])
+    with pytest.raises(RecordError, match=r"line 2: the WFDB signal format is not supported") \
+            as raised:
+        read_recording(mitdb_copy, LIMIT_BYTES)
+    assert "074747981" not in str(raised.value)
 
 
 def test_truncated_dat_refused(ludb_copy: Path) -> None:

@@ -85,16 +85,16 @@ def read(path: Path, max_bytes: int, max_samples: int = DEFAULT_MAX_SAMPLES) -> 
     files = _signal_files(header, path, max_bytes)
     n_samples = _signal_length(header, files, name)
     check_sample_budget(len(header.signals), n_samples, max_samples, name)
-    digital = _decode_files(header, files, path.parent, n_samples, name)
     labels = [lead_label(spec.description or "", index)
               for index, spec in enumerate(header.signals)]
+    scale_mv = np.array([_mv_per_unit(spec, label, name)
+                         for spec, label in zip(header.signals, labels)])
+    digital = _decode_files(header, files, path.parent, n_samples, name)
     invalid = [label for label, spec, row in zip(labels, header.signals, digital)
                if _has_invalid_marker(spec, row)]
     if invalid:
         raise RecordError(f"{name}: missing samples (WFDB invalid-sample markers) in "
                           f"{', '.join(invalid)}")
-    scale_mv = np.array([_mv_per_unit(spec, label, name)
-                         for spec, label in zip(header.signals, labels)])
     gains = np.array([spec.adc_gain for spec in header.signals])
     baselines = np.array([float(spec.baseline) for spec in header.signals])
     samples_mv = np.empty((len(header.signals), n_samples), dtype=np.float32)
@@ -124,10 +124,9 @@ def _header_text(path: Path, max_bytes: int) -> str:
 
 def _refuse_unsupported(header: WfdbHeader, name: str) -> None:
     """Refuse layouts this reader does not decode, before any signal file is touched."""
-    unsupported = sorted({spec.format for spec in header.signals
-                          if spec.format not in _FORMAT_PACKING})
+    unsupported = [spec.line_no for spec in header.signals if spec.format not in _FORMAT_PACKING]
     if unsupported:
-        raise RecordError(f"{name}: WFDB signal format {', '.join(unsupported)} is not "
+        raise RecordError(f"{name}: line {unsupported[0]}: the WFDB signal format is not "
                           f"supported (8, 16, 24, 32, 61, 80, 160, 212, 310 and 311 are)")
     if any(spec.samples_per_frame != 1 for spec in header.signals):
         raise RecordError(f"{name}: multi-frequency WFDB records (samples per frame > 1) "

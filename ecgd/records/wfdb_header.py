@@ -109,7 +109,7 @@ def parse_header(text: str, source: str) -> WfdbHeader:
     if n_signals == 0:
         raise RecordError(f"{source}: header declares no signals")
     if len(signal_lines) != n_signals:
-        raise RecordError(f"{source}: header declares {n_signals} signals but has "
+        raise RecordError(f"{source}: the record line's number of signals disagrees with the "
                           f"{len(signal_lines)} signal lines")
     return WfdbHeader(
         record_name=fields[0],
