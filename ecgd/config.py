@@ -201,6 +201,9 @@ class SerialConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     queue_windows: int = 4
+    max_bridge_ms: float = 40.0
+    max_bridged_fraction: float = 0.02
+    link_log_s: float = 300.0
 
     def __post_init__(self) -> None:
         _require(bool(self.port), "serial", "port", "is required when [serial] is present")
@@ -221,6 +224,11 @@ class SerialConfig:
         _require(0 < self.backoff_initial_s <= self.backoff_max_s, "serial", "backoff_initial_s",
                  "must be positive and <= backoff_max_s")
         _require(self.queue_windows >= 1, "serial", "queue_windows", "must be >= 1")
+        _require(0 <= self.max_bridge_ms <= 1000, "serial", "max_bridge_ms",
+                 "must be between 0 and 1000")
+        _require(0 <= self.max_bridged_fraction <= 1, "serial", "max_bridged_fraction",
+                 "must be between 0 and 1")
+        _require(self.link_log_s > 0, "serial", "link_log_s", "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

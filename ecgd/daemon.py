@@ -52,6 +52,7 @@ from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report, utc_timestamp
 from ecgd.report_store import report_file_name
 from ecgd.security.seal import ensure_private_dir, seal, write_durable
+from ecgd.signal.bridged import BridgedStretches
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
@@ -306,7 +307,9 @@ class Daemon:
         self.patients = PatientStore(config.privacy.patient_file)
         self.live_queue: Optional[WindowQueue] = None
         self.serial: Optional[SerialSource] = None
+        self._max_bridged_fraction = 1.0
         if config.serial is not None:
+            self._max_bridged_fraction = config.serial.max_bridged_fraction
             self.live_queue = _WakingWindowQueue(config.serial.queue_windows, self._wake)
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
@@ -407,10 +410,11 @@ class Daemon:
         queue = len(self.live_queue) if self.live_queue is not None else 0
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
+        link = f"; {self.serial.status_text()}" if self.serial is not None else ""
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
                 f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
-                f"dropped {dropped}; last {latency}; host {self.host.summary()}")
+                f"dropped {dropped}{link}; last {latency}; host {self.host.summary()}")
 
     def _poll_host(self) -> None:
         health = read_host_health()
@@ -525,13 +529,20 @@ class Daemon:
                         "format": live.recording.format, "segment": live.segment,
                         "sample_start": live.sample_start, "sample_end": live.sample_end,
                         "lost_samples": live.lost_samples,
-                        "dropped_windows": live.dropped_windows, "lead_off": lead_off_names},
+                        "dropped_windows": live.dropped_windows, "lead_off": lead_off_names,
+                        "bridged_samples": live.bridged_samples,
+                        "bridged_gaps": [{"sample_start": start, "sample_end": end}
+                                         for start, end in live.bridged_gaps]},
                 id_seed=f"serial:{live.device}:{self.stream_epoch}:{live.segment}:"
                         f"{live.sample_start}")
             self._live_windows_cut += 1 + live.dropped_windows
+            bridged = BridgedStretches(
+                tuple((start - live.sample_start, end - live.sample_start)
+                      for start, end in live.bridged_gaps), self._max_bridged_fraction)
             prepared = self.analyzer.prepare(live.recording, source, pseudonym,
                                              lead_off=live.lead_off, host=self.host.as_dict(),
-                                             first_window_index=self._live_windows_cut - 1)
+                                             first_window_index=self._live_windows_cut - 1,
+                                             bridged=bridged)
             job = Job(prepared, None, started, live=True)
         except Exception:
             self.log.exception("live_window_crashed", segment=live.segment,

@@ -63,6 +63,9 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[serial]\nbaudrate = 9600\n", "[serial] port: is required"),
     ("[serial]\nport = \"loop://\"\nformat = \"midi\"\n", "[serial] format"),
     ("[reports]\nrecipients = \"/etc/key.pub\"\n", "[reports] recipients: must be a list"),
+    ("[serial]\nport = \"loop://\"\nmax_bridge_ms = -1\n", "[serial] max_bridge_ms"),
+    ("[serial]\nport = \"loop://\"\nmax_bridged_fraction = 1.5\n",
+     "[serial] max_bridged_fraction"),
     ("model = 3\n", "[model]: must be a table"),
     ("[model\n", "not valid TOML"),
 ])
@@ -78,3 +81,4 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
     """A missing config file is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="nope.toml"):
         load_config(tmp_path / "nope.toml")
+
