@@ -330,3 +330,102 @@ def test_lossy_link_keeps_nine_in_ten_windows(tmp_path, recording):
     assert all(w.sample_end - w.sample_start == 5000 for w in windows)
     assert sum(w.bridged_samples for w in windows) > 0
     check_bridged_windows(windows, sig, result, max_bridge_n=20, tolerance=1e-5)
+
+
+def _frames(samples_mv: np.ndarray, fs_hz: int, first_sequence: int, per_frame: int = 10):
+    """ecgd-frames of ``samples_mv`` (1000 nV per count) with consecutive sequence numbers."""
+    counts = np.round(samples_mv * 1000).astype(np.int32)
+    return [wire.encode_ecgd_frame(counts[:, s:s + per_frame], first_sequence + k, fs_hz, 1000)
+            for k, s in enumerate(range(0, counts.shape[1] - per_frame + 1, per_frame))]
+
+
+def _link_events(logs, name: str) -> list:
+    return [e for e in logs if e["event"] == name]
+
+
+def test_garbage_flood_counted_logged_once_and_never_spanned(tmp_path, recording):
+    """A device that floods 64 kB of random bytes mid-stream (frames lost meanwhile): the
+    garbage is counted, the loss closes the segment (too long to bridge), windows resume
+    after it, and the journal gets one link_degraded for the whole flood."""
+    harness = Harness(tmp_path, "ecgd-frame")
+    frames = _frames(recording.samples_mv, 500, 0)
+    flood = np.random.default_rng(7).bytes(64 * 1024)
+    with capture_logs() as logs:
+        harness.device.write(b"".join(frames[:150]))
+        for start in range(0, len(flood), 4096):
+            harness.device.write(flood[start:start + 4096])
+        harness.device.write(b"".join(frames[300:]))
+        windows = harness.drain(3 + 4)
+        stats = harness.source.stats()
+        harness.close()
+    assert [(w.segment, w.sample_start) for w in windows] == \
+        [(0, 0), (0, 500), (0, 1000)] + [(1, 3000 + 500 * k) for k in range(4)]
+    assert stats["garbage_bytes"] >= len(flood) - 64 and stats["lost_samples"] == 1500
+    assert stats["segments_closed"] == 1 and stats["bridged_gaps"] == 0
+    assert len(_link_events(logs, "link_degraded")) == 1
+
+
+def test_format_changes_close_segments_and_flapping_logs_once(tmp_path, recording):
+    """Frames that switch from 12 leads at 500 Hz to 8 leads, then to 250 Hz, each start a
+    new segment with the new layout (no window mixes two), and a device flapping between
+    rates on every frame is counted, logged once, and never crashes the source."""
+    harness = Harness(tmp_path, "ecgd-frame")
+    mv = recording.samples_mv
+    eight = mv[[0, 1, 6, 7, 8, 9, 10, 11]]
+    frames = (_frames(mv[:, :1200], 500, 0) + _frames(eight[:, :1200], 500, 120)
+              + _frames(mv[:, :600], 250, 240))
+    flapping = [_frames(mv[:, 10 * k:10 * k + 10], 250 if k % 2 else 500, 300 + k)[0]
+                for k in range(100)]
+    with capture_logs() as logs:
+        harness.device.write(b"".join(frames + flapping))
+        windows = harness.drain(2 + 2 + 2)
+        stats = harness.source.stats()
+        alive = harness.source.is_alive()
+        harness.close()
+    layouts = [(w.segment, w.recording.fs_hz, len(w.recording.lead_names), w.sample_start)
+               for w in windows]
+    assert layouts == [(0, 500.0, 12, 0), (0, 500.0, 12, 500), (1, 500.0, 8, 1200),
+                       (1, 500.0, 8, 1700), (2, 250.0, 12, 2400), (2, 250.0, 12, 2650)]
+    assert stats["format_changes"] == 2 + 100 and stats["lost_samples"] == 0
+    assert len(_link_events(logs, "link_degraded")) == 1
+    assert alive and stats["state"] == "connected"
+
+
+def test_text_device_with_wrong_lead_count(tmp_path, recording):
+    """A text device configured for 12 leads that sends 8 values a line: every line is
+    counted as malformed and logged once, no window comes out of it; 12-value lines then
+    give windows again."""
+    harness = Harness(tmp_path, "text")
+    eight = recording.samples_mv[[0, 1, 6, 7, 8, 9, 10, 11]]
+    wrong = b"".join(wire.encode_text_line(eight[:, k].tolist()) for k in range(600))
+    right = b"".join(wire.encode_text_line(recording.samples_mv[:, k].tolist())
+                     for k in range(1100))
+    with capture_logs() as logs:
+        harness.device.write(wrong + right)
+        windows = harness.drain(2)
+        stats = harness.source.stats()
+        harness.close()
+    assert stats["malformed_lines"] == 599 and stats["join_bytes"] > 0
+    assert [len(w.recording.lead_names) for w in windows] == [12, 12]
+    assert all(w.bridged_gaps == () for w in windows)
+    assert len(_link_events(logs, "link_degraded")) == 1
+
+
+def test_device_stopping_mid_frame(tmp_path, recording):
+    """Half a frame and then silence: a stall, logged once; when the device resumes with the
+    rest of that frame and later frames, the torn frame is skipped and windows start in a
+    new segment after it, never across the silence."""
+    harness = Harness(tmp_path, "ecgd-frame", stall_s=0.5)
+    frames = _frames(recording.samples_mv, 500, 0)
+    torn = frames[120]
+    with capture_logs() as logs:
+        harness.device.write(b"".join(frames[:120]) + torn[:len(torn) // 2])
+        assert wait_for(lambda: harness.source.stats()["state"] == "stalled")
+        assert wait_for(lambda: harness.source.stats()["port_open"])
+        harness.device.write(torn[len(torn) // 2:] + b"".join(frames[121:]))
+        windows = harness.drain(2 + 7)
+        harness.close()
+    assert [(w.segment, w.sample_start) for w in windows] == \
+        [(0, 0), (0, 500)] + [(1, 1200 + 500 * k) for k in range(7)]
+    events = [e["event"] for e in logs if e["event"].startswith(("device_", "stream_"))]
+    assert events == ["device_connected", "stream_stalled", "device_reconnected"]
