@@ -8,6 +8,7 @@ Every option is documented in the shipped ``etc/ecgd.toml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from pathlib import Path
@@ -232,6 +233,35 @@ class SerialConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    """What may be deleted to keep the disk from filling, and the free-space floor.
+
+    Only inputs in ``[spool] done_dir`` and reports in ``<reports dir>/delivered/`` are ever
+    deleted, oldest first, once older than ``*_max_age_days`` or beyond ``*_max_mib`` in
+    total (``inf`` = no limit). Below ``min_free_mib`` free on the reports filesystem the
+    daemon takes no new spool input (they wait in the spool) until space returns.
+    """
+
+    done_max_age_days: float = 30.0
+    done_max_mib: float = 8192.0
+    delivered_max_age_days: float = 90.0
+    delivered_max_mib: float = 2048.0
+    min_free_mib: float = 1024.0
+    interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("done_max_age_days", "done_max_mib", "delivered_max_age_days",
+                     "delivered_max_mib", "min_free_mib"):
+            value = getattr(self, name)
+            _require(not math.isnan(value) and value >= 0, "retention", name,
+                     "must be >= 0 (inf = no limit)")
+        _require(math.isfinite(self.min_free_mib), "retention", "min_free_mib",
+                 "must be finite")
+        _require(0 < self.interval_s <= 3600, "retention", "interval_s",
+                 "must be in (0, 3600]")
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingConfig:
     """Log rendering: JSON lines for the journal, console for a terminal, or auto."""
 
@@ -259,6 +289,7 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     host: HostConfig = HostConfig()
     logging: LoggingConfig = LoggingConfig()
+    retention: RetentionConfig = RetentionConfig()
     serial: Optional[SerialConfig] = None
     source_path: Optional[Path] = None
 
@@ -274,6 +305,7 @@ _SECTIONS = {
     "privacy": PrivacyConfig,
     "host": HostConfig,
     "logging": LoggingConfig,
+    "retention": RetentionConfig,
     "serial": SerialConfig,
 }
 

@@ -14,6 +14,8 @@ Threads and their hand-offs::
         |  StageQueue (bounded)
         v
     write: seal -> durable write -> input moved to done (strictly after its reports)
+    retention: deletes done inputs and delivered reports past their limits; below the
+        free-space floor new spool inputs wait in the spool (ecgd.retention)
     main thread: signals, host health polling, STATUS=, WATCHDOG=
 
 Preparing the next inputs overlaps inference of the current batch, and a backlog of
@@ -50,7 +52,8 @@ from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report, utc_timestamp
-from ecgd.report_store import report_file_name
+from ecgd.report_store import delivered_dir, report_file_name
+from ecgd.retention import Retention
 from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.signal.bridged import BridgedStretches
 from ecgd.sources.serial_source import SerialSource
@@ -215,13 +218,16 @@ class Resources:
 
 
 def _prepare_directories(config: Config) -> None:
-    """Create (0700) or verify the report and patient folders and the four spool folders.
+    """Create (0700) or verify the report, delivered-report and patient folders and the four
+    spool folders.
 
     An existing spool ``dir`` keeps its mode: vendors' drop users may need group write. The
     patient folder is created by the service user, so that a patient file an operator writes
-    as root takes the service user as its owner (see ecgd.patient).
+    as root takes the service user as its owner (see ecgd.patient); so is ``delivered/``,
+    so that retention can delete what an administrator moves there as root.
     """
     for section, folder in (("[reports] dir", config.reports.dir),
+                            ("[reports] dir", delivered_dir(config.reports.dir)),
                             ("[privacy] patient_file", config.privacy.patient_file.parent)):
         try:
             ensure_private_dir(folder)
@@ -305,6 +311,8 @@ class Daemon:
                            get_logger(component="spool"), name_key=self.pseudonym_key,
                            wake=self._wake)
         self.patients = PatientStore(config.privacy.patient_file)
+        self.retention = Retention(config.retention, config.spool.done_dir, config.reports.dir,
+                                   get_logger(component="retention"), wake=self._wake)
         self.live_queue: Optional[WindowQueue] = None
         self.serial: Optional[SerialSource] = None
         self._max_bridged_fraction = 1.0
@@ -353,6 +361,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self._recovered = collections.deque(self.spool.recover())
+        self.retention.check_free_space()  # before the first input is taken
+        self.retention.start()
         self.spool.start()
         if self.serial is not None:
             self.serial.start()
@@ -382,6 +392,7 @@ class Daemon:
             if self.serial is not None:
                 self.serial.stop()
             self.spool.stop()
+            self.retention.stop()
             # Sources first, then the stages: a window cut while stopping is still sealed.
             self._sources_stopped.set()
             self._wake.set()
@@ -411,10 +422,12 @@ class Daemon:
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
         link = f"; {self.serial.status_text()}" if self.serial is not None else ""
+        paused = self.retention.status_text()
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
                 f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
-                f"dropped {dropped}{link}; last {latency}; host {self.host.summary()}")
+                f"dropped {dropped}{link}; last {latency}; host {self.host.summary()}"
+                + (f"; {paused}" if paused else ""))
 
     def _poll_host(self) -> None:
         health = read_host_health()
@@ -467,6 +480,11 @@ class Daemon:
                         return
                     # Draining: wait for the live window in flight, then take the next.
                     self._wake.wait(_RECHECK_S)
+                    continue
+                if self.retention.intake_paused:
+                    # Below the free-space floor: spool inputs wait where they are; the
+                    # space left is for live windows' reports. Resuming sets the wake event.
+                    self._wake.wait(_RECHECK_S * 2)
                     continue
                 if self._recovered:
                     self._prepare_claimed(self._recovered.popleft())
