@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "ecgd.commands.decrypt",
     "ecgd.commands.patient",
     "ecgd.commands.simulate",
+    "ecgd.commands.collect",
 )
 
 EPILOG = """exit codes:
