@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -41,21 +40,13 @@ def test_collect_copies_then_marks_delivered(reports, tmp_path, capsys):
     assert "collected 0 reports" in capsys.readouterr().out
 
 
-def test_full_destination_leaves_the_rest_undelivered(reports, tmp_path, capsys):
+def test_full_destination_leaves_the_rest_undelivered(reports, tmpfs, capsys):
     """A destination that fills up mid-way (a real 64 kB tmpfs): exit 74; the reports copied
     before are delivered, every other one stays undelivered, and DIR holds no partial copy."""
     config, folder = reports
-    into = tmp_path / "stick"
-    into.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(into)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    try:
-        code = main(["collect", "--config", str(config), "--into", str(into)])
-        copied = sorted(p.name for p in into.iterdir())
-    finally:
-        subprocess.run(["umount", "-l", str(into)], capture_output=True)
+    into = tmpfs("stick", "64k")
+    code = main(["collect", "--config", str(config), "--into", str(into)])
+    copied = sorted(p.name for p in into.iterdir())
     assert code == 74
     delivered = sorted(p.name for p in list_reports(delivered_dir(folder)))
     assert delivered == copied and 0 < len(copied) < 5

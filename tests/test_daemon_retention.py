@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
-
-import pytest
 
 from daemon_harness import DaemonProcess, wait_for
 from ecgd.report_store import delivered_dir, report_file_name
@@ -20,19 +17,6 @@ from test_daemon_serial import Simulator
 
 MIB = 1024 * 1024
 RECORDS = ("E07501", "E07502", "HR06001", "HR06002", "HR06003")
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A real 16 MiB tmpfs for the spool, the reports and the keys."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def _events(daemon: DaemonProcess):
@@ -48,11 +32,12 @@ def _fill_until_free(folder: Path, free_bytes: int) -> Path:
 
 
 def test_full_disk_pauses_intake_keeps_live_and_retention_loses_nothing(
-        tmp_path, small_fs, reference_manifest, shared_data) -> None:
+        tmp_path, tmpfs, reference_manifest, shared_data) -> None:
     """Below the floor spool inputs wait unharmed in incoming/ (also across a SIGKILL) while
     live windows are still analysed; with space back every input is processed. Retention
     deletes only the oldest delivered reports and done inputs beyond their size limits;
     no undelivered report is ever deleted and nothing is refused."""
+    small_fs = tmpfs("disk", "16m")
     sim = Simulator(tmp_path / "ttyECG", shared_data / "cinc2021" / "HR06004.hea", speed=20)
     mat_bytes = (shared_data / "cinc2021" / "E07501.mat").stat().st_size
     # Room in done/ for the five new inputs (a .hea and a .mat each) and one old input.

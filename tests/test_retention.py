@@ -3,7 +3,6 @@ free-space floor on a real small filesystem pauses and resumes spool intake."""
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -124,23 +123,11 @@ def test_missing_delivered_folder_is_not_an_error(tmp_path):
     assert result.delivered_deleted == 0 and logs == []
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A real 4 MiB tmpfs (the floor needs a filesystem that really fills up)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                           capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
-def test_floor_pauses_intake_and_resumes_above_it_with_margin(small_fs):
+def test_floor_pauses_intake_and_resumes_above_it_with_margin(tmpfs):
     """Below min_free_mib spool intake pauses (logged once however many sweeps); just above
     the floor it stays paused (within the 5 % margin); with space back it resumes, logs it
     and wakes the daemon's prepare stage."""
+    small_fs = tmpfs("small", "4m")
     reports = small_fs / "reports"
     (small_fs / "done").mkdir()
     reports.mkdir()
