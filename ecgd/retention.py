@@ -28,6 +28,7 @@ import shutil
 import stat
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Set, Tuple
 
@@ -165,8 +166,11 @@ class Retention:
         while True:
             try:
                 self.sweep()
-            except Exception:  # a bug must not end retention for good: log it, try again
-                self._log.exception("retention_crashed")
+            except Exception as exc:  # a bug must not end retention for good: log, go on
+                # The type and the code frames only: a message could hold a path under
+                # done_dir, whose names may hold patient identifiers.
+                self._log.error("retention_crashed", exception=type(exc).__qualname__,
+                                frames="".join(traceback.format_tb(exc.__traceback__)))
             if self._stop.wait(self.config.interval_s):
                 return
 

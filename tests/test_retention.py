@@ -145,3 +145,23 @@ def test_floor_pauses_intake_and_resumes_above_it_with_margin(tmpfs):
         assert not retention.check_free_space()
     assert [e["event"] for e in logs] == ["intake_paused", "intake_resumed"]
     assert wake.is_set() and retention.status_text() == ""
+
+
+def test_a_bug_in_a_sweep_is_logged_without_paths_and_retention_goes_on(tmp_path):
+    """A sweep that raises something other than OSError (here a folder name os.scandir
+    refuses with ValueError) is logged with its type and code frames, never its message (a
+    path may hold a patient identifier), and the next sweep still runs."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    retention = Retention(RetentionConfig(interval_s=0.05), tmp_path / "MRN-4711\0done",
+                          reports, structlog.get_logger())
+    with capture_logs() as logs:
+        retention.start()
+        deadline = time.monotonic() + 30
+        while sum(e["event"] == "retention_crashed" for e in logs) < 2:
+            assert time.monotonic() < deadline, "no second sweep after the first crash"
+            threading.Event().wait(0.05)
+        retention.stop()
+    crash = next(e for e in logs if e["event"] == "retention_crashed")
+    assert crash["exception"] == "ValueError" and "done_items" in crash["frames"]
+    assert "MRN-4711" not in str(logs)
