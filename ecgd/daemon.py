@@ -52,7 +52,7 @@ from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
 from ecgd.report import dumps_report, utc_timestamp
-from ecgd.report_store import delivered_dir, report_file_name
+from ecgd.report_store import report_file_name
 from ecgd.retention import Retention
 from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.signal.bridged import BridgedStretches
@@ -218,16 +218,13 @@ class Resources:
 
 
 def _prepare_directories(config: Config) -> None:
-    """Create (0700) or verify the report, delivered-report and patient folders and the four
-    spool folders.
+    """Create (0700) or verify the report and patient folders and the four spool folders.
 
     An existing spool ``dir`` keeps its mode: vendors' drop users may need group write. The
     patient folder is created by the service user, so that a patient file an operator writes
-    as root takes the service user as its owner (see ecgd.patient); so is ``delivered/``,
-    so that retention can delete what an administrator moves there as root.
+    as root takes the service user as its owner (see ecgd.patient).
     """
     for section, folder in (("[reports] dir", config.reports.dir),
-                            ("[reports] dir", delivered_dir(config.reports.dir)),
                             ("[privacy] patient_file", config.privacy.patient_file.parent)):
         try:
             ensure_private_dir(folder)
