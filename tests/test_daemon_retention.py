@@ -103,6 +103,8 @@ stall_s = 3.0
                  "inputs done")
         wait_for(lambda: len(delivered_reports) - sum(p.exists() for p in delivered_reports) == 3,
                  30, "retention of delivered reports")
+        wait_for(lambda: sum(not p.exists() for p in old_inputs) >= 3, 30,
+                 "retention of done inputs after the last input is done")
         assert daemon.terminate() == 0
         second_events = _events(daemon)
     finally:
