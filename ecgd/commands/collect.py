@@ -1,7 +1,7 @@
 """``ecgd collect --into DIR``: copy undelivered reports out, then mark them delivered.
 
-Until a site runs the forwarder, an administrator collects reports by hand (a USB stick, a
-share mounted for the purpose). Retention may delete a report once it is in the reports
+At a site without the forwarder (``ecgd forward``), an administrator collects reports by
+hand (a USB stick, a share mounted for the purpose). Retention may delete a report once it is in the reports
 folder's ``delivered/``; moving files there by hand risks marking a report that was never
 copied. This command does both steps in the safe order, report by report: write the copy
 into DIR durably (temporary name, fsync, rename, fsync DIR), read it back and compare,
