@@ -1,7 +1,6 @@
 """Shared fixtures: the real recordings in ../shared/data and a full-size reference model."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,24 +31,3 @@ def reference_manifest(tmp_path_factory: pytest.TempPathFactory, ecgfounder_labe
     out_dir = tmp_path_factory.mktemp("reference-model")
     return build_reference(out_dir, labels_path=ecgfounder_labels, seed=0)
 
-
-@pytest.fixture
-def tmpfs(tmp_path: Path):
-    """Mount real small filesystems: ``tmpfs("name", "4m")`` mounts a tmpfs of that size at
-    ``tmp_path / name`` and returns it (skips the test where mounting needs root it lacks);
-    every mount is undone afterwards."""
-    mounted = []
-
-    def mount(name: str, size: str) -> Path:
-        point = tmp_path / name
-        point.mkdir(exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                                 str(point)], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a small tmpfs here (needs root): {result.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in reversed(mounted):
-        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_harness import small_filesystem
 from ecgd.cli import main
 from ecgd.report_store import delivered_dir, list_reports, report_file_name
 
@@ -40,13 +41,13 @@ def test_collect_copies_then_marks_delivered(reports, tmp_path, capsys):
     assert "collected 0 reports" in capsys.readouterr().out
 
 
-def test_full_destination_leaves_the_rest_undelivered(reports, tmpfs, capsys):
+def test_full_destination_leaves_the_rest_undelivered(reports, tmp_path, capsys):
     """A destination that fills up mid-way (a real 64 kB tmpfs): exit 74; the reports copied
     before are delivered, every other one stays undelivered, and DIR holds no partial copy."""
     config, folder = reports
-    into = tmpfs("stick", "64k")
-    code = main(["collect", "--config", str(config), "--into", str(into)])
-    copied = sorted(p.name for p in into.iterdir())
+    with small_filesystem(tmp_path / "stick", "64k") as into:
+        code = main(["collect", "--config", str(config), "--into", str(into)])
+        copied = sorted(p.name for p in into.iterdir())
     assert code == 74
     delivered = sorted(p.name for p in list_reports(delivered_dir(folder)))
     assert delivered == copied and 0 < len(copied) < 5

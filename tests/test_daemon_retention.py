@@ -8,7 +8,9 @@ import shutil
 import uuid
 from pathlib import Path
 
-from daemon_harness import DaemonProcess, wait_for
+import pytest
+
+from daemon_harness import DaemonProcess, small_filesystem, wait_for
 from ecgd.report_store import delivered_dir, report_file_name
 from ecgd.security.keys import load_recipients
 from ecgd.security.seal import seal, unseal
@@ -31,13 +33,19 @@ def _fill_until_free(folder: Path, free_bytes: int) -> Path:
     return filler
 
 
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A real 16 MiB tmpfs for the spool, the reports and the keys."""
+    with small_filesystem(tmp_path / "disk", "16m") as folder:
+        yield folder
+
+
 def test_full_disk_pauses_intake_keeps_live_and_retention_loses_nothing(
-        tmp_path, tmpfs, reference_manifest, shared_data) -> None:
+        tmp_path, small_fs, reference_manifest, shared_data) -> None:
     """Below the floor spool inputs wait unharmed in incoming/ (also across a SIGKILL) while
     live windows are still analysed; with space back every input is processed. Retention
     deletes only the oldest delivered reports and done inputs beyond their size limits;
     no undelivered report is ever deleted and nothing is refused."""
-    small_fs = tmpfs("disk", "16m")
     sim = Simulator(tmp_path / "ttyECG", shared_data / "cinc2021" / "HR06004.hea", speed=20)
     mat_bytes = (shared_data / "cinc2021" / "E07501.mat").stat().st_size
     # Room in done/ for the five new inputs (a .hea and a .mat each) and one old input.

@@ -12,6 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from daemon_harness import small_filesystem
 from ecgd.config import RetentionConfig
 from ecgd.report_store import delivered_dir, report_file_name
 from ecgd.retention import MIB, SECONDS_PER_DAY, Retention, StoredItem, select_for_deletion
@@ -123,18 +124,17 @@ def test_missing_delivered_folder_is_not_an_error(tmp_path):
     assert result.delivered_deleted == 0 and logs == []
 
 
-def test_floor_pauses_intake_and_resumes_above_it_with_margin(tmpfs):
+def test_floor_pauses_intake_and_resumes_above_it_with_margin(tmp_path):
     """Below min_free_mib spool intake pauses (logged once however many sweeps); just above
     the floor it stays paused (within the 5 % margin); with space back it resumes, logs it
     and wakes the daemon's prepare stage."""
-    small_fs = tmpfs("small", "4m")
-    reports = small_fs / "reports"
-    (small_fs / "done").mkdir()
-    reports.mkdir()
-    wake = threading.Event()
-    retention = Retention(RetentionConfig(min_free_mib=2.0), small_fs / "done", reports,
-                          structlog.get_logger(), wake=wake)
-    with capture_logs() as logs:
+    with small_filesystem(tmp_path / "small", "4m") as small_fs, capture_logs() as logs:
+        reports = small_fs / "reports"
+        (small_fs / "done").mkdir()
+        reports.mkdir()
+        wake = threading.Event()
+        retention = Retention(RetentionConfig(min_free_mib=2.0), small_fs / "done", reports,
+                              structlog.get_logger(), wake=wake)
         assert not retention.check_free_space()
         filler = _write(small_fs / "filler", 3 * MIB)
         assert retention.sweep().intake_paused and retention.sweep().intake_paused
