@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import pytest
@@ -95,3 +95,53 @@ def test_rhythm_measurements_definitions() -> None:
     assert two["heart_rate_bpm"] == pytest.approx(60.0) and two["rr_irregularity"] is None
     none = rhythm_measurements(np.array([], dtype=np.int64), 500.0)
     assert none == {"heart_rate_bpm": None, "rr_ms": [], "rr_irregularity": None}
+
+
+# Per-lead gains of the synthetic beat (limb leads, then V1-V6): every lead sees it, unequally.
+_SYNTHETIC_LEAD_GAINS = np.array([0.6, 1.0, 0.4, -0.8, 0.2, 0.7, -0.5, 0.3, 0.8, 1.2, 1.0, 0.7])
+
+
+def synthetic_ecg(rate_bpm: float, fs_hz: float = 500.0, seconds: float = 10.0,
+                  small_every: int = 0, small_gain: float = 0.4,
+                  seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """A 12-lead ECG in mV at a fixed rate: (signal [12, n], R-peak sample indices).
+
+    Each beat is a P wave, a Q-R-S triplet 80 ms wide and a T wave, all Gaussian, scaled to
+    fit the RR interval (as in a fast rhythm); every ``small_every``-th QRS is scaled by
+    ``small_gain``. 20 uV of white noise is added so no lead is exactly clean.
+    """
+    n = int(round(seconds * fs_hz))
+    t_s = np.arange(n) / fs_hz
+    rr_s = 60.0 / rate_bpm
+    r_times_s = np.arange(0.15, seconds - 0.1, rr_s)
+    wave = np.zeros(n)
+    for k, r_s in enumerate(r_times_s):
+        qrs_gain = small_gain if small_every and k % small_every == small_every - 1 else 1.0
+        components = [(-0.16 * rr_s, 0.02, 0.12),                  # P
+                      (-0.025, 0.008, -0.15 * qrs_gain),            # Q
+                      (0.0, 0.01, 1.2 * qrs_gain),                  # R
+                      (0.025, 0.008, -0.3 * qrs_gain),              # S
+                      (0.45 * rr_s, 0.06 * rr_s / 0.6 + 0.02, 0.3)]  # T
+        for offset_s, width_s, amplitude_mv in components:
+            wave += amplitude_mv * np.exp(-0.5 * ((t_s - r_s - offset_s) / width_s) ** 2)
+    rng = np.random.default_rng(seed)
+    leads = _SYNTHETIC_LEAD_GAINS[:, np.newaxis] * wave + rng.normal(0.0, 0.02, (12, n))
+    return leads, np.round(r_times_s * fs_hz).astype(np.int64)
+
+
+@pytest.mark.parametrize("rate_bpm", [200.0, 230.0, 260.0])
+def test_fast_rhythm_every_beat_found(rate_bpm: float) -> None:
+    """At 200-260 bpm (RR 230-300 ms) every beat is found, each within 30 ms of its R."""
+    leads, truth = synthetic_ecg(rate_bpm)
+    detected = detect_r_peaks(leads, 500.0)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 15
+
+
+def test_small_beats_in_a_fast_rhythm_are_found_again() -> None:
+    """At 210 bpm, every 4th QRS at 40 % of the others' amplitude is still found: it falls
+    under the threshold and inside the T-wave window, so only the search-back recovers it."""
+    leads, truth = synthetic_ecg(210.0, small_every=4, small_gain=0.4)
+    detected = detect_r_peaks(leads, 500.0)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 15
