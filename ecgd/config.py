@@ -99,18 +99,22 @@ class QcConfig:
     lead_off_rms_min_mv: float = 0.02
     quality_score_min: float = 0.95
     amplitude_max_mv: float = 10.0
-    noise_index_max: float = 0.01
     powerline_ratio_max: float = 0.2
-    baseline_wander_ratio_max: float = 0.9
+    bsqi_min: float = 0.8
+    ksqi_min: float = 5.0
+    psqi_min: float = 0.5
+    bassqi_min: float = 0.9
+    noisy_leads_max: int = 0
     min_beats: int = 2
 
     def __post_init__(self) -> None:
         for name in (
             "saturation_fraction_max",
             "quality_score_min",
-            "noise_index_max",
             "powerline_ratio_max",
-            "baseline_wander_ratio_max",
+            "bsqi_min",
+            "psqi_min",
+            "bassqi_min",
         ):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, "qc", name, "must be between 0 and 1")
@@ -119,6 +123,22 @@ class QcConfig:
             _require(getattr(self, name) > 0, "qc", name, "must be positive")
         _require(self.clip_run_min_samples >= 2, "qc", "clip_run_min_samples", "must be >= 2")
         _require(self.min_beats >= 0, "qc", "min_beats", "must be >= 0")
+        _require(self.ksqi_min >= 0, "qc", "ksqi_min", "must be >= 0")
+        _require(0 <= self.noisy_leads_max <= 11, "qc", "noisy_leads_max",
+                 "must be between 0 and 11")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementConfig:
+    """How measurements are reported: ``qtc_formula`` is the heart-rate correction of QT,
+    ``fridericia`` (QT / RR^(1/3), accurate from 50 to 120 bpm) or ``bazett``
+    (QT / RR^(1/2), the historical one, over-corrects at fast rates)."""
+
+    qtc_formula: str = "fridericia"
+
+    def __post_init__(self) -> None:
+        _require(self.qtc_formula in ("fridericia", "bazett"), "measurements", "qtc_formula",
+                 "must be fridericia or bazett")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +265,7 @@ class Config:
     window: WindowConfig = WindowConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     qc: QcConfig = QcConfig()
+    measurements: MeasurementConfig = MeasurementConfig()
     limits: LimitsConfig = LimitsConfig()
     spool: SpoolConfig = SpoolConfig()
     reports: ReportsConfig = ReportsConfig()
@@ -260,6 +281,7 @@ _SECTIONS = {
     "window": WindowConfig,
     "preprocess": PreprocessConfig,
     "qc": QcConfig,
+    "measurements": MeasurementConfig,
     "limits": LimitsConfig,
     "spool": SpoolConfig,
     "reports": ReportsConfig,
