@@ -104,7 +104,6 @@ class QcConfig:
     ksqi_min: float = 5.0
     psqi_min: float = 0.5
     bassqi_min: float = 0.9
-    noisy_leads_max: int = 0
     min_beats: int = 2
 
     def __post_init__(self) -> None:
@@ -124,8 +123,7 @@ class QcConfig:
         _require(self.clip_run_min_samples >= 2, "qc", "clip_run_min_samples", "must be >= 2")
         _require(self.min_beats >= 0, "qc", "min_beats", "must be >= 0")
         _require(self.ksqi_min >= 0, "qc", "ksqi_min", "must be >= 0")
-        _require(0 <= self.noisy_leads_max <= 11, "qc", "noisy_leads_max",
-                 "must be between 0 and 11")
+
 
 
 @dataclasses.dataclass(frozen=True)

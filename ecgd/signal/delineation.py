@@ -45,11 +45,15 @@ _MIN_BEATS = 2
 _QRS_SEARCH_S = 0.12     # QRS boundaries searched within 120 ms either side of the R peak
 _QRS_EDGE_FRACTION = 0.08
 _T_SEARCH_START_S = 0.06  # the T wave starts at least 60 ms after the QRS offset
-_T_EDGE_FRACTION = 0.25
+_TANGENT_SMOOTH_S = 0.02
+_T_PEAK_RR_FRACTION = 0.6  # the T peak lies within 60 % of the RR interval after the R peak
+_T_PEAK_MAX_S = 0.5
+_T_END_SEARCH_S = 0.3      # and the T wave ends within 300 ms of its peak
 _P_WINDOW_S = 0.30
 _P_GAP_S = 0.02          # the P peak is at least 20 ms before the QRS onset
 _P_EDGE_FRACTION = 0.25
-_P_MIN_SNR = 4.0
+_P_MIN_MV = 0.05         # spatial amplitude of the median beat's P wave
+_P_MIN_CONSISTENCY = 0.3  # 1 - RMS(beat - median) / RMS(median) over the P window
 _ISOELECTRIC_S = 0.03
 
 
@@ -93,9 +97,10 @@ def _band(fs_hz: float) -> ZeroPhaseFilter:
 
 
 def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
-                ) -> Optional[Tuple[np.ndarray, int, float]]:
-    """(median beat ``[leads, m]`` band-passed mV, index of its R peak, median RR in samples),
-    or None with fewer than ``_MIN_BEATS`` dominant beats."""
+                ) -> Optional[Tuple[np.ndarray, int, float, np.ndarray]]:
+    """(median beat ``[leads, m]`` band-passed mV, index of its R peak, median RR in samples,
+    the dominant beats it is the median of ``[leads, beats, m]``), or None with fewer than
+    ``_MIN_BEATS`` dominant beats."""
     if r_peaks.size < _MIN_BEATS + 1:
         return None
     rr = np.diff(r_peaks).astype(np.float64)
@@ -114,7 +119,7 @@ def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
     filtered = _band(float(fs_hz))(x)
     offsets = np.arange(-before, after)
     beats = filtered[:, inside[:, np.newaxis] + offsets[np.newaxis, :]]  # [leads, beats, m]
-    return np.median(beats, axis=1), before, rr_median
+    return np.median(beats, axis=1), before, rr_median, beats
 
 
 def _first_below(values: np.ndarray, start: int, stop: int, level: float) -> Optional[int]:
@@ -138,7 +143,7 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
     beat = median_beat(window_mv, np.asarray(r_peaks, dtype=np.int64), fs_hz)
     if beat is None:
         return unmeasurable("too_few_beats")
-    template, r_index, rr_samples = beat
+    template, r_index, rr_samples, beats = beat
     ms = 1000.0 / fs_hz
     velocity = np.sqrt(np.sum(np.gradient(template, axis=1) ** 2, axis=0))
     m = velocity.size
@@ -164,15 +169,14 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
     amplitude = np.sqrt(np.sum(leveled ** 2, axis=0))
 
     t_start = offset + int(round(_T_SEARCH_START_S * fs_hz))
-    t_stop = min(m, int(round(r_index + 0.9 * rr_samples)))
+    t_peak_stop = min(m, r_index + int(round(min(_T_PEAK_RR_FRACTION * rr_samples,
+                                                  _T_PEAK_MAX_S * fs_hz))))
     t_end = None
-    if t_stop - t_start > iso:
-        t_peak = t_start + int(np.argmax(amplitude[t_start:t_stop]))
-        descent = velocity[t_peak:t_stop]
-        if descent.size > 1:
-            steepest = t_peak + int(np.argmax(descent))
-            t_end = _first_below(velocity, steepest, t_stop,
-                                 _T_EDGE_FRACTION * float(velocity[steepest]))
+    if t_peak_stop - t_start > iso:
+        t_peak = t_start + int(np.argmax(amplitude[t_start:t_peak_stop]))
+        t_stop = min(m, int(round(r_index + 0.9 * rr_samples)),
+                     t_peak + int(round(_T_END_SEARCH_S * fs_hz)))
+        t_end = _tangent_end(amplitude, t_peak, t_stop, fs_hz)
     qt_ms = None if t_end is None else (t_end - onset) * ms
     if qt_ms is None:
         unmeasured["qt_ms"] = unmeasured["qtc_ms"] = "t_end_not_found"
@@ -180,13 +184,11 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
     p_onset = None
     p_stop = onset - int(round(_P_GAP_S * fs_hz))
     p_start = max(0, onset - int(round(_P_WINDOW_S * fs_hz)))
-    noise = float(np.std(np.diff(leveled[:, p_start:onset], axis=1))) if onset > p_start + 2 \
-        else 0.0
     if p_stop - p_start > iso:
         p_peak = p_start + int(np.argmax(amplitude[p_start:p_stop]))
-        p_height = float(amplitude[p_peak])
-        isoelectric = float(np.median(amplitude[p_start:p_stop]))
-        if p_height > _P_MIN_SNR * max(isoelectric, noise, 1e-6) and p_height > 0.02:
+        if (amplitude[p_peak] >= _P_MIN_MV and
+                _consistency(beats[:, :, p_start:p_stop], template[:, p_start:p_stop])
+                >= _P_MIN_CONSISTENCY):
             rise = velocity[p_start:p_peak + 1]
             if rise.size > 1:
                 steepest = p_start + int(np.argmax(rise))
@@ -221,6 +223,34 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
         unmeasured.setdefault("t_axis_deg", "t_end_not_found")
     return Intervals(pr_ms=pr_ms, qrs_ms=qrs_ms, qt_ms=qt_ms, qtc_ms=qtc_ms,
                      unmeasured=unmeasured, **axes)
+
+
+def _consistency(beats: np.ndarray, template: np.ndarray) -> float:
+    """1 - RMS of every beat's deviation from the median over the RMS of the median (about
+    its own mean), on one stretch ``[leads, beats, k]`` vs ``[leads, k]``: near 1 when each
+    beat shows the same wave (a sinus P), near 0 or below when the beats differ (AF)."""
+    centred = template - template.mean(axis=1, keepdims=True)
+    scale = float(np.sqrt(np.mean(centred ** 2)))
+    if scale == 0.0:
+        return 0.0
+    deviation = beats - beats.mean(axis=2, keepdims=True) - centred[:, np.newaxis, :]
+    return 1.0 - float(np.sqrt(np.mean(deviation ** 2))) / scale
+
+
+def _tangent_end(amplitude: np.ndarray, peak: int, stop: int, fs_hz: float) -> Optional[int]:
+    """End of a wave by the tangent method on its spatial amplitude: the tangent at the
+    steepest descent after ``peak`` meets the lowest level reached before ``stop``."""
+    if stop - peak < 3:
+        return None
+    width = max(1, int(round(_TANGENT_SMOOTH_S * fs_hz)))
+    smooth = np.convolve(amplitude[peak:stop], np.full(width, 1.0 / width), mode="same")
+    slope = np.gradient(smooth)
+    steepest = int(np.argmin(slope[: max(1, slope.size - width)]))
+    if slope[steepest] >= 0:
+        return None
+    floor = float(smooth[steepest:].min())
+    end = steepest + (floor - smooth[steepest]) / slope[steepest]
+    return peak + int(round(min(end, stop - peak - 1)))
 
 
 def _frontal_axis_deg(area_i: float, area_avf: float) -> Optional[float]:

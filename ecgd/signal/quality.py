@@ -307,24 +307,34 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     measurable = ~off
 
     tiny = np.finfo(np.float64).tiny
-    total, in_band, line, wander, qrs_band, ecg_band, _, _ = _band_powers(centered, fs_hz,
-                                                                          mains_hz)
+    _, in_band, line, _, qrs_band, ecg_band, low, ecg = _band_powers(centered, fs_hz, mains_hz)
     powerline = line / (in_band + tiny)
     psqi = qrs_band / (ecg_band + tiny)
+    bassqi = 1.0 - low / (ecg + tiny)
     seen = x if model_view is None else np.asarray(model_view, dtype=np.float64)
     seen = seen - row_means(seen)
-    seen_powers = _band_powers(seen, fs_hz, mains_hz)
-    bassqi = 1.0 - seen_powers[6] / (seen_powers[7] + tiny)
-    ksqi = _kurtosis(centered)
+    ksqi = _kurtosis(seen)
     bsqi = _beat_agreement(lead_envelopes, np.asarray(r_peaks), fs_hz)
 
-    noisy = measurable & ((psqi < thresholds.psqi_min) | (ksqi < thresholds.ksqi_min))
-    moving = measurable & ~noisy & (bsqi < thresholds.bsqi_min)
-    wandering = measurable & (bassqi < thresholds.bassqi_min)
-    noise_reasons = [f"{code}:{lead_names[i]}" for code, failed in
-                     (("noise", noisy), ("electrode_motion", moving),
-                      ("baseline_wander", wandering))
-                     for i in np.flatnonzero(failed).tolist()]
+    # Noise is judged on the window as a whole (the median over the measurable leads), so
+    # one quiet or odd lead of a clean window does not reject it; the reasons then name the
+    # leads whose own index fails.
+    noise_reasons: List[str] = []
+    if measurable.any():
+        indices = {"noise": (psqi, thresholds.psqi_min), "electrode_motion":
+                   (bsqi, thresholds.bsqi_min), "kurtosis": (ksqi, thresholds.ksqi_min),
+                   "baseline_wander": (bassqi, thresholds.bassqi_min)}
+        failing = {code: float(np.median(values[measurable])) < limit
+                   for code, (values, limit) in indices.items()}
+        for code, (values, limit) in indices.items():
+            if failing[code]:
+                worst = measurable & (values < limit)
+                leads = np.flatnonzero(worst).tolist() if worst.any() else \
+                    [int(np.argmin(np.where(measurable, values, np.inf)))]
+                # Kurtosis that low means noise of any kind: reported as noise.
+                label = "noise" if code == "kurtosis" else code
+                noise_reasons += [f"{label}:{lead_names[i]}" for i in leads]
+        noise_reasons = list(dict.fromkeys(noise_reasons))
     checks: List[Tuple[str, np.ndarray]] = [
         ("saturation", saturated_fraction > thresholds.saturation_fraction_max),
         ("flatline", flat_fraction > 0),
@@ -334,8 +344,7 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     ]
     reasons = [f"{code}:{lead_names[i]}" for code, failed in checks
                for i in np.flatnonzero(failed).tolist()]
-    if np.count_nonzero(noisy | moving | wandering) > thresholds.noisy_leads_max:
-        reasons += noise_reasons
+    reasons += noise_reasons
     n_beats = int(len(r_peaks))
     if n_beats < thresholds.min_beats:
         reasons.append("no_beats")
