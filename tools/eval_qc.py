@@ -168,7 +168,7 @@ def beat_variability_z(model_view: np.ndarray, r_peaks: np.ndarray) -> Optional[
     beat = median_beat(model_view, r_peaks, FS_HZ)
     if beat is None:
         return None
-    template, r_index, _ = beat
+    template, r_index, _, _ = beat
     before, after = r_index, template.shape[1] - r_index
     deviations = [model_view[:, p - before:p + after] - template for p in r_peaks
                   if p - before >= 0 and p + after <= model_view.shape[1]]
