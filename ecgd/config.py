@@ -85,10 +85,11 @@ class QcConfig:
       leads go down to 0.035 mV RMS, so 0.05 would reject clean records);
     - quality_score_min: accept only when QS = 1 - (saturated + flat samples) / total is above;
     - amplitude_max_mv: peak-to-peak above this is implausible (wrong units or gain);
-    - noise_index_max: muscle/high-frequency noise index (median / 99th percentile of the
-      10-45 Hz band energy; clean LUDB <= 0.0073);
     - powerline_ratio_max: mains +- 1 Hz power over power above 0.5 Hz (clean LUDB <= 0.013);
-    - baseline_wander_ratio_max: power below 0.5 Hz over all power;
+    - bsqi_min, ksqi_min, psqi_min, bassqi_min: the signal-quality indices (beat agreement,
+      kurtosis of the preprocessed window, 5-15 / 5-40 Hz power, 1 - 0-1 / 0-40 Hz power),
+      each as the median over the window's measurable leads, below which the window is
+      rejected (calibrated with tools/eval_qc.py on its calibration part);
     - min_beats: fewer R peaks than this in a window is no_beats.
     """
 
@@ -100,10 +101,10 @@ class QcConfig:
     quality_score_min: float = 0.95
     amplitude_max_mv: float = 10.0
     powerline_ratio_max: float = 0.2
-    bsqi_min: float = 0.8
-    ksqi_min: float = 5.0
-    psqi_min: float = 0.5
-    bassqi_min: float = 0.9
+    bsqi_min: float = 0.9
+    ksqi_min: float = 8.5
+    psqi_min: float = 0.45
+    bassqi_min: float = 0.3
     min_beats: int = 2
 
     def __post_init__(self) -> None:

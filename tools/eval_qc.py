@@ -116,9 +116,15 @@ def load_noise(data: Path) -> Dict[str, NoisePool]:
     return pools
 
 
-def load_ludb(data: Path) -> Dict[str, Tuple[np.ndarray, List[np.ndarray]]]:
+def ludb_records(data: Path) -> List[str]:
+    """The LUDB record names in ../shared/data."""
+    return [row.split("/")[-1] for row in (data / "ludb" / "RECORDS").read_text().split()]
+
+
+def load_ludb(data: Path, names: Optional[Sequence[str]] = None
+              ) -> Dict[str, Tuple[np.ndarray, List[np.ndarray]]]:
     """Per record: signal [12, 5000] mV and, per lead, its cardiologist QRS marks."""
-    names = [row.split("/")[-1] for row in (data / "ludb" / "RECORDS").read_text().split()]
+    names = ludb_records(data) if names is None else names
     out = {}
     for name in names:
         base = str(data / "ludb" / "data" / name)

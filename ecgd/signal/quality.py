@@ -281,7 +281,8 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     raw_rate = fs_hz if raw_fs_hz is None else raw_fs_hz
     if r_peaks is None or lead_envelopes is None:
         beats = detect_beats(x, fs_hz)
-        r_peaks, lead_envelopes = beats.r_peaks, beats.lead_envelopes
+        r_peaks = beats.r_peaks if r_peaks is None else r_peaks
+        lead_envelopes = beats.lead_envelopes
 
     # Shifted by the first sample first, so a constant lead centres to exact zeros.
     shifted = x - x[:, :1]
