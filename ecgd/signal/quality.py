@@ -49,7 +49,8 @@ PSQI_QRS_BAND_HZ = (5.0, 15.0)   # Li & Clifford 2008: QRS power over ECG power
 PSQI_ECG_HIGH_HZ = 40.0
 BASSQI_LOW_HZ = 1.0              # Zhao & Zhang 2018: baseline power below 1 Hz
 BSQI_TOLERANCE_S = 0.15
-BSQI_LEAD_PEAK_LEVEL = 0.3       # of the lead's own local QRS level (its envelope's scale)
+BSQI_LEAD_PEAK_LEVEL = 0.2       # of the lead's own local QRS energy level: a beat of 45 %
+                                 # of the typical amplitude still counts
 SIGNAL_BAND_LOW_HZ = 0.5          # below this is baseline wander
 MAINS_HALF_WIDTH_HZ = 1.0
 _FLAT_BLOCKS_PER_WINDOW = 10
@@ -234,6 +235,13 @@ def _kurtosis(centered: np.ndarray) -> np.ndarray:
     return m4 / np.maximum(m2 * m2, np.finfo(np.float64).tiny)
 
 
+def _rate_factor(r_peaks: np.ndarray, fs_hz: float) -> float:
+    """Beats per second (from the median RR), at least 1."""
+    if r_peaks.size < 3:
+        return 1.0
+    return max(1.0, fs_hz / float(np.median(np.diff(r_peaks))))
+
+
 def _beat_agreement(lead_envelopes: np.ndarray, r_peaks: np.ndarray,
                     fs_hz: float) -> np.ndarray:
     """Per lead, bSQI: the beats the lead shows on its own that the all-lead detector also
@@ -314,7 +322,10 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     bassqi = 1.0 - low / (ecg + tiny)
     seen = x if model_view is None else np.asarray(model_view, dtype=np.float64)
     seen = seen - row_means(seen)
-    ksqi = _kurtosis(seen)
+    # Kurtosis falls as beats crowd the window (a pulse train's kurtosis goes as RR / QRS
+    # width): above 60 bpm it is scaled back to what the same beats would give at 60 bpm,
+    # so a tachycardia is not taken for noise.
+    ksqi = _kurtosis(seen) * _rate_factor(np.asarray(r_peaks), fs_hz)
     bsqi = _beat_agreement(lead_envelopes, np.asarray(r_peaks), fs_hz)
 
     # Noise is judged on the window as a whole (the median over the measurable leads), so
