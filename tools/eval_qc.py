@@ -21,8 +21,8 @@ in z-units), against the clean window's own beat-to-beat variability in the same
 of every dominant beat minus the median beat). Accepted bw windows within that are harmless.
 
 Usage:
-    PYTHONPATH=. python tools/eval_qc.py [--data DIR] [--baselines] [--dump FILE.npz]
-        [--plot FILE.png] [--markdown FILE]
+    PYTHONPATH=. python tools/eval_qc.py [--data DIR] [--public-gate] [--dump FILE.npz]
+        [--markdown FILE]
 """
 from __future__ import annotations
 
@@ -257,17 +257,56 @@ def bw_summary(rows: List[dict]) -> List[str]:
     return lines
 
 
+def public_gate(result: Dict[str, object], ours: List[dict]) -> List[str]:
+    """ecg-integrity's aggregate score on the held-out windows (clean; em, ma, bw at 0 and
+    6 dB), thresholded where it accepts as many clean windows as ecgd does."""
+    from ecg_integrity import aggregate_results, run_detectors
+
+    ludb = result["ludb"]
+    pools = result["pools"]
+    names = [name for name in ludb if held_out(name)]
+
+    def score(window: np.ndarray) -> float:
+        per_lead = {f"lead{i}": run_detectors(lead, fs=int(FS_HZ), line_freq=50)
+                    for i, lead in enumerate(window)}
+        return float(aggregate_results(per_lead).aggregate_score)
+
+    clean = np.array([score(ludb[name][0]) for name in names])
+    accepted = np.mean([r["accepted"] for r in ours if r["kind"] == "clean"
+                        and r["part"] == "held_out"])
+    threshold = float(np.quantile(clean, 1.0 - accepted)) if accepted < 1.0 else \
+        float(clean.min())
+    lines = [f"ecg-integrity 0.1.0, held out, threshold {threshold:.4f} (accepts "
+             f"{100 * np.mean(clean >= threshold):.1f} % of clean, as ecgd accepts "
+             f"{100 * accepted:.1f} %):", "", "| windows | ecg-integrity rejected | ecgd rejected |",
+             "|---|---|---|"]
+    for kind in NOISE_KINDS:
+        for snr in (0, 6):
+            scores = np.array([score(stressed(*ludb[name], pick_segments(
+                pools[kind].held_out, name, kind, snr), snr)) for name in names])
+            ecgd = np.mean([not r["accepted"] for r in ours if r["kind"] == kind
+                            and r["snr"] == snr and r["part"] == "held_out"])
+            lines.append(f"| {kind} {snr} dB | {100 * np.mean(scores < threshold):.1f} % | "
+                         f"{100 * ecgd:.1f} % |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--dump", type=Path, help="per-lead features of every window (.npz)")
+    parser.add_argument("--public-gate", action="store_true",
+                        help="also ecg-integrity on the held-out part (pip install "
+                             "ecg-integrity; slow: about 1 s per window)")
     args = parser.parse_args()
     started = time.perf_counter()
     result = run(args.data, QcConfig())
     rows = result["rows"]
     lines = ["ecgd QC (defaults of [qc]):", ""] + table(rows, lambda r: r["accepted"]) + [""]
     lines += misjudged(rows) + [""] + bw_summary(rows)
+    if args.public_gate:
+        lines += [""] + public_gate(result, rows)
     lines.append(f"\n({time.perf_counter() - started:.0f} s)")
     text = "\n".join(lines)
     print(text)
