@@ -1,6 +1,7 @@
 """R-peak detection accuracy on MIT-BIH and LUDB, and the rhythm measurements."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -10,29 +11,14 @@ import pytest
 from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 
 wfdb = pytest.importorskip("wfdb")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import eval_beats  # noqa: E402  (the one implementation of beat matching)
 
-# wfdb beat symbols (not rhythm, noise or comment annotations).
-BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 # "Clean": at most 8 signal-quality ('~') changes annotated over the whole 30 min
 # (105, 106, 108 and 200 have 30-88 and are left out; 118 has 12).
 CLEAN_MITDB = ["100", "101", "103", "109", "111", "114", "116", "119"]
 MITDB_MINUTES = 10  # the first 10 minutes keep the test fast; the full records are similar
 TOLERANCE_S = 0.15
-
-
-def _matched(reference: np.ndarray, detected: np.ndarray, tolerance: int) -> int:
-    """Reference beats with a distinct detection within ``tolerance`` samples (nearest first)."""
-    used = np.zeros(detected.size, dtype=bool)
-    matched = 0
-    for sample in reference:
-        position = int(np.searchsorted(detected, sample))
-        candidates = [c for c in (position - 1, position) if 0 <= c < detected.size
-                      and not used[c] and abs(int(detected[c]) - int(sample)) <= tolerance]
-        if candidates:
-            best = min(candidates, key=lambda c: abs(int(detected[c]) - int(sample)))
-            used[best] = True
-            matched += 1
-    return matched
 
 
 @pytest.mark.parametrize("record", CLEAN_MITDB)
@@ -43,9 +29,9 @@ def test_mitdb_sensitivity_and_positive_predictivity(shared_data: Path, record: 
     signals = wfdb.rdrecord(base, sampto=n).p_signal.T
     annotation = wfdb.rdann(base, "atr", sampto=n)
     reference = np.array([s for s, sym in zip(annotation.sample, annotation.symbol)
-                          if sym in BEAT_SYMBOLS])
+                          if sym in eval_beats.BEAT_SYMBOLS])
     detected = detect_r_peaks(signals, 360.0)
-    matched = _matched(reference, detected, int(TOLERANCE_S * 360))
+    matched = eval_beats.matched(reference, detected, int(TOLERANCE_S * 360))
     assert matched / reference.size >= 0.99
     assert matched / detected.size >= 0.99
 

@@ -33,6 +33,7 @@ from ecgd.config import MeasurementConfig, QcConfig
 from ecgd.records.recording import STANDARD_LEADS
 from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 from ecgd.signal.delineation import measure_intervals
+from eval_qc import held_out
 
 FS_HZ = 500.0
 LUDB_LEADS = ("i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6")
@@ -42,10 +43,6 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # LUDB's axis classes (Russian convention) as frontal-plane ranges in degrees.
 AXIS_CLASSES = {"normal": (30, 70), "vertical": (70, 90), "horizontal": (0, 30),
                 "left axis deviation": (-90, 0), "right axis deviation": (90, 180)}
-
-
-def held_out(record: str) -> bool:
-    return int(record) % 3 == 0
 
 
 def _waves(samples: np.ndarray, symbols: List[str]) -> List[Tuple[str, int, int, int]]:
