@@ -130,7 +130,6 @@ class QcConfig:
         _require(self.ksqi_min >= 0, "qc", "ksqi_min", "must be >= 0")
 
 
-
 @dataclasses.dataclass(frozen=True)
 class MeasurementConfig:
     """How measurements are reported: ``qtc_formula`` is the heart-rate correction of QT,

@@ -5,30 +5,37 @@ Every check runs on all leads at once (``[leads, n]`` arrays, no per-lead Python
 
 Per lead (reason code ``<check>:<lead>``):
 
-- ``saturation``: more than ``saturation_fraction_max`` of the samples sit in clipped runs, i.e.
-  runs of ``clip_run_min_samples`` or more consecutive samples within 0.5% of the lead's
-  peak-to-peak range from its maximum or its minimum. The ADC rails are not carried with a
-  recording, so the lead's own extremes stand in for them: a clipped front end pins the signal
-  there, a real ECG only touches its extremes for a sample or two per beat.
+- ``saturation``: more than ``saturation_fraction_max`` of the samples at the digital range
+  the format declares (``Recording.rails_mv``, passed in as ``at_rails``), as the deployment
+  guide defines it. Where no range is declared, the samples in clipped runs stand in: runs of
+  ``clip_run_min_samples`` or more consecutive samples within 0.5% of the lead's peak-to-peak
+  range from its own maximum or minimum (a clipped front end pins the signal there, a real ECG
+  only touches its extremes for a sample or two per beat). The verdict says which rule applied.
 - ``flatline``: the variance of some ``flatline_window_s`` stretch (sliding by one sample) is
   below ``flatline_variance_min_mv2``.
 - ``lead_off``: the lead's RMS about its mean is below ``lead_off_rms_min_mv``, or the front
   end's lead-off bit is set.
 - ``amplitude``: peak-to-peak above ``amplitude_max_mv`` (wrong units or gain, or artefact).
-- ``noise``: muscle / high-frequency noise index above ``noise_index_max``. The index is the
-  median over the 99th percentile of the squared 10-45 Hz band of the lead: an ECG's energy in
-  that band is packed into its QRS complexes (index ~0.001), noise spreads it over the whole
-  window. Power ratios and kurtosis did not separate NSTDB muscle noise from clean LUDB; this
-  index rejects >= 90% of LUDB records with NSTDB ``ma`` added at 0 dB (RMS), no clean one.
 - ``powerline``: power within mains +- 1 Hz over power at or above 0.5 Hz, above
   ``powerline_ratio_max``.
-- ``baseline_wander``: power below 0.5 Hz over all power (DC removed), above
-  ``baseline_wander_ratio_max``.
 
-Spectral checks are skipped on leads already flagged ``lead_off`` (their ratios divide noise by
-noise). Per window: ``no_beats`` when fewer than ``min_beats`` R peaks are found. The quality
-score is QS = 1 - (saturated or flat samples) / (leads x samples); a window is accepted only
-when QS > ``quality_score_min`` and there is no reason at all.
+Noise, on the published signal-quality indices, each judged on its median over the measurable
+leads (one odd lead does not reject a clean window); the reasons name the leads below the
+limit:
+
+- ``noise``: pSQI (Li & Clifford 2008: power 5-15 Hz over 5-40 Hz) below ``psqi_min``, or kSQI
+  (kurtosis of the preprocessed window the model sees, scaled to 60 bpm) below ``ksqi_min``;
+- ``electrode_motion``: bSQI (Li & Clifford 2008; Behar 2013: the beats the lead shows on its
+  own against the all-lead detector's) below ``bsqi_min``;
+- ``baseline_wander``: basSQI (Zhao & Zhang 2018: 1 - power 0-1 Hz over 0-40 Hz) of the raw
+  window below ``bassqi_min`` (on the preprocessed window it does not separate NSTDB ``bw``:
+  what survives the filters of that wander lies above 1 Hz).
+
+The indices are skipped on leads flagged ``lead_off`` (their ratios divide noise by noise).
+Per window: ``no_beats`` when fewer than ``min_beats`` R peaks are found. The quality score is
+QS = 1 - (saturated or flat samples) / (leads x samples); a window is accepted only when
+QS > ``quality_score_min`` and there is no reason at all. The thresholds' calibration:
+tools/eval_qc.py and the README.
 """
 from __future__ import annotations
 
@@ -65,8 +72,9 @@ class QualityVerdict:
     ``ok``: accept the window for interpretation. ``score``: QS in [0, 1]. ``reasons``: reason
     codes such as ``flatline:V3`` or ``no_beats``, empty when ``ok``. ``per_lead``: by lead
     name, the measured values behind the checks (``rms_mv``, ``ptp_mv``, ``saturated_fraction``,
-    ``flat_fraction``, ``noise_index``, ``powerline_ratio``, ``wander_ratio``; ratios are None
-    on leads too weak to measure). ``n_beats``: R peaks counted for ``no_beats``.
+    ``flat_fraction``, ``powerline_ratio``, ``bsqi``, ``ksqi``, ``psqi``, ``bassqi``; ratios and
+    indices are None on leads too weak to measure). ``n_beats``: R peaks counted for
+    ``no_beats``. ``saturation_rule``: ``declared_range`` or ``clipped_run``.
     """
 
     ok: bool
@@ -272,7 +280,7 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     ``raw_mv`` is the same window at the source rate ``raw_fs_hz`` (saturation and flatline
     are judged there, before resampling smooths them; default: ``window_mv``), ``at_rails``
     its samples at the declared digital range (None: the clipped-run rule), ``model_view``
-    the preprocessed window the model would see (baseline wander is judged there; default:
+    the preprocessed window the model would see (kSQI is judged there; default:
     ``window_mv``). ``lead_off`` is the front end's per-lead electrode-off bit where a
     source has one; ``r_peaks`` and ``lead_envelopes`` come from
     :func:`ecgd.signal.beats.detect_beats` (run here when None).
