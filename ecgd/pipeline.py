@@ -23,6 +23,7 @@ from ecgd.model.session import ModelSession
 from ecgd.records.recording import Recording
 from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, make_report_id,
                          utc_timestamp)
+from ecgd.report_waveform import encode_waveform
 from ecgd.signal.chain import (SignalChain, WindowLayout, cut_window, rejected_qc,
                                unmeasured_fields)
 from ecgd.signal.preprocess import make_preprocessor
@@ -47,7 +48,8 @@ class PreparedWindow:
     ``model_not_run``: why the network will not see this window (``qc_rejected``,
     ``missing_lead:V3``, ``too_short``); empty when it will, and then ``model_input`` is
     the preprocessed window. ``signal_mv``: the 12-lead window in mV at the model rate, after
-    lead derivation and before preprocessing (None when leads are missing).
+    lead derivation and before preprocessing, in the model's lead order (None when leads are
+    missing): what QC and the network judged, and what the report's ``waveform`` carries.
     """
 
     index: int
@@ -82,7 +84,8 @@ class Analyzer:
 
     def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
                  mains_hz: int, batch_max: int = 16,
-                 measurement: MeasurementConfig = MeasurementConfig()) -> None:
+                 measurement: MeasurementConfig = MeasurementConfig(),
+                 keep_waveform: bool = True) -> None:
         manifest = session.manifest
         window_samples = int(round(window.seconds * manifest.fs_hz))
         if window_samples != manifest.n_samples:
@@ -94,6 +97,7 @@ class Analyzer:
         self.qc = qc
         self.mains_hz = mains_hz
         self.batch_max = batch_max
+        self.keep_waveform = keep_waveform
         self.window_samples = window_samples
         self.stride_samples = int(round(window.stride_s * manifest.fs_hz))
         self.preprocess = make_preprocessor(manifest.preprocessing_profile,
@@ -228,6 +232,10 @@ class Analyzer:
             if accepted_window:
                 findings = findings_from_probabilities(self.manifest.labels, next(rows),
                                                        self.manifest.thresholds)
+            waveform = None
+            if self.keep_waveform and item.signal_mv is not None:
+                waveform = encode_waveform(item.signal_mv, self.manifest.lead_names,
+                                           self.manifest.fs_hz)
             reports.append(build_report(
                 report_id=make_report_id(prepared.source.id_seed, item.index),
                 source=prepared.source.fields,
@@ -242,6 +250,7 @@ class Analyzer:
                            "preprocess": item.preprocess_ms,
                            "inference": per_window_inference if accepted_window else 0.0},
                 host=prepared.host,
+                waveform=waveform,
             ))
         return reports
 

@@ -69,9 +69,14 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
                  measurements: Mapping[str, Any], model: ModelInfo,
                  model_not_run: Sequence[str], findings: List[Dict[str, Any]],
                  timing_ms: Mapping[str, float],
-                 host: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                 host: Optional[Mapping[str, Any]] = None,
+                 waveform: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC, the
-    reasons the model did not run (``model_not_run``, empty when it ran) and the model."""
+    reasons the model did not run (``model_not_run``, empty when it ran) and the model.
+
+    ``waveform`` (``ecgd.report_waveform.encode_waveform``) comes last, so the readable
+    fields lead a JSON line.
+    """
     warnings = []
     if qc["status"] != "accepted":
         warnings.append("quality control rejected this window (" + ", ".join(qc["reasons"])
@@ -102,6 +107,8 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
         report["warning"] = "; ".join(warnings)
     if host is not None:
         report["host"] = dict(host)
+    if waveform is not None:
+        report["waveform"] = dict(waveform)
     return report
 
 
