@@ -90,10 +90,11 @@ class QcConfig:
       leads go down to 0.035 mV RMS, so 0.05 would reject clean records);
     - quality_score_min: accept only when QS = 1 - (saturated + flat samples) / total is above;
     - amplitude_max_mv: peak-to-peak above this is implausible (wrong units or gain);
-    - noise_index_max: muscle/high-frequency noise index (median / 99th percentile of the
-      10-45 Hz band energy; clean LUDB <= 0.0073);
     - powerline_ratio_max: mains +- 1 Hz power over power above 0.5 Hz (clean LUDB <= 0.013);
-    - baseline_wander_ratio_max: power below 0.5 Hz over all power;
+    - bsqi_min, ksqi_min, psqi_min, bassqi_min: the signal-quality indices (beat agreement,
+      kurtosis of the preprocessed window, 5-15 / 5-40 Hz power, 1 - 0-1 / 0-40 Hz power),
+      each as the median over the window's measurable leads, below which the window is
+      rejected (calibrated with tools/eval_qc.py on its calibration part);
     - min_beats: fewer R peaks than this in a window is no_beats.
     """
 
@@ -104,18 +105,21 @@ class QcConfig:
     lead_off_rms_min_mv: float = 0.02
     quality_score_min: float = 0.95
     amplitude_max_mv: float = 10.0
-    noise_index_max: float = 0.01
     powerline_ratio_max: float = 0.2
-    baseline_wander_ratio_max: float = 0.9
+    bsqi_min: float = 0.9
+    ksqi_min: float = 8.5
+    psqi_min: float = 0.45
+    bassqi_min: float = 0.3
     min_beats: int = 2
 
     def __post_init__(self) -> None:
         for name in (
             "saturation_fraction_max",
             "quality_score_min",
-            "noise_index_max",
             "powerline_ratio_max",
-            "baseline_wander_ratio_max",
+            "bsqi_min",
+            "psqi_min",
+            "bassqi_min",
         ):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, "qc", name, "must be between 0 and 1")
@@ -124,6 +128,20 @@ class QcConfig:
             _require(getattr(self, name) > 0, "qc", name, "must be positive")
         _require(self.clip_run_min_samples >= 2, "qc", "clip_run_min_samples", "must be >= 2")
         _require(self.min_beats >= 0, "qc", "min_beats", "must be >= 0")
+        _require(self.ksqi_min >= 0, "qc", "ksqi_min", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementConfig:
+    """How measurements are reported: ``qtc_formula`` is the heart-rate correction of QT,
+    ``fridericia`` (QT / RR^(1/3), accurate from 50 to 120 bpm) or ``bazett``
+    (QT / RR^(1/2), the historical one, over-corrects at fast rates)."""
+
+    qtc_formula: str = "fridericia"
+
+    def __post_init__(self) -> None:
+        _require(self.qtc_formula in ("fridericia", "bazett"), "measurements", "qtc_formula",
+                 "must be fridericia or bazett")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +355,7 @@ class Config:
     window: WindowConfig = WindowConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     qc: QcConfig = QcConfig()
+    measurements: MeasurementConfig = MeasurementConfig()
     limits: LimitsConfig = LimitsConfig()
     spool: SpoolConfig = SpoolConfig()
     reports: ReportsConfig = ReportsConfig()
@@ -354,6 +373,7 @@ _SECTIONS = {
     "window": WindowConfig,
     "preprocess": PreprocessConfig,
     "qc": QcConfig,
+    "measurements": MeasurementConfig,
     "limits": LimitsConfig,
     "spool": SpoolConfig,
     "reports": ReportsConfig,

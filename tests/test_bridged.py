@@ -58,5 +58,6 @@ def test_prepare_rejects_a_window_with_too_much_bridged_signal(analyzer, shared_
         prepared = analyzer.prepare(live, source, None,
                                     bridged=BridgedStretches(tuple(gaps), 0.02))
         (window,) = prepared.windows
-        verdicts.append((window.qc_status, window.qc_reasons, window.model_input is not None))
+        verdicts.append((window.qc["status"], tuple(window.qc["reasons"]),
+                         window.model_input is not None))
     assert verdicts == [("accepted", (), True), ("rejected", ("bridged",), False)]
