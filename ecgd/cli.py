@@ -57,6 +57,8 @@ COMMANDS = (
             "set, clear or show the patient connected to the live device"),
     Command("simulate", "ecgd.commands.simulate",
             "stream a recording as a serial ECG device would"),
+    Command("collect", "ecgd.commands.collect",
+            "copy undelivered reports into a folder, then mark them delivered"),
 )
 
 EPILOG = """exit codes:

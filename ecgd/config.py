@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import sys
 import typing
@@ -100,10 +101,11 @@ class QcConfig:
       leads go down to 0.035 mV RMS, so 0.05 would reject clean records);
     - quality_score_min: accept only when QS = 1 - (saturated + flat samples) / total is above;
     - amplitude_max_mv: peak-to-peak above this is implausible (wrong units or gain);
-    - noise_index_max: muscle/high-frequency noise index (median / 99th percentile of the
-      10-45 Hz band energy; clean LUDB <= 0.0073);
     - powerline_ratio_max: mains +- 1 Hz power over power above 0.5 Hz (clean LUDB <= 0.013);
-    - baseline_wander_ratio_max: power below 0.5 Hz over all power;
+    - bsqi_min, ksqi_min, psqi_min, bassqi_min: the signal-quality indices (beat agreement,
+      kurtosis of the preprocessed window, 5-15 / 5-40 Hz power, 1 - 0-1 / 0-40 Hz power),
+      each as the median over the window's measurable leads, below which the window is
+      rejected (calibrated with tools/eval_qc.py on its calibration part);
     - min_beats: fewer R peaks than this in a window is no_beats.
     """
 
@@ -114,18 +116,21 @@ class QcConfig:
     lead_off_rms_min_mv: float = 0.02
     quality_score_min: float = 0.95
     amplitude_max_mv: float = 10.0
-    noise_index_max: float = 0.01
     powerline_ratio_max: float = 0.2
-    baseline_wander_ratio_max: float = 0.9
+    bsqi_min: float = 0.9
+    ksqi_min: float = 8.5
+    psqi_min: float = 0.45
+    bassqi_min: float = 0.3
     min_beats: int = 2
 
     def __post_init__(self) -> None:
         for name in (
             "saturation_fraction_max",
             "quality_score_min",
-            "noise_index_max",
             "powerline_ratio_max",
-            "baseline_wander_ratio_max",
+            "bsqi_min",
+            "psqi_min",
+            "bassqi_min",
         ):
             value = getattr(self, name)
             _require(0.0 <= value <= 1.0, "qc", name, "must be between 0 and 1")
@@ -134,6 +139,20 @@ class QcConfig:
             _require(getattr(self, name) > 0, "qc", name, "must be positive")
         _require(self.clip_run_min_samples >= 2, "qc", "clip_run_min_samples", "must be >= 2")
         _require(self.min_beats >= 0, "qc", "min_beats", "must be >= 0")
+        _require(self.ksqi_min >= 0, "qc", "ksqi_min", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasurementConfig:
+    """How measurements are reported: ``qtc_formula`` is the heart-rate correction of QT,
+    ``fridericia`` (QT / RR^(1/3), accurate from 50 to 120 bpm) or ``bazett``
+    (QT / RR^(1/2), the historical one, over-corrects at fast rates)."""
+
+    qtc_formula: str = "fridericia"
+
+    def __post_init__(self) -> None:
+        _require(self.qtc_formula in ("fridericia", "bazett"), "measurements", "qtc_formula",
+                 "must be fridericia or bazett")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +160,13 @@ class LimitsConfig:
     """Input limits that protect the appliance from hostile or broken files."""
 
     max_input_bytes: int = 64 * 1024 * 1024
+    # leads x samples one input may decode to: about 65 bytes each at the peak of analysing
+    # a 100-Hz recording (resampled to 500 Hz), so the default keeps one input under 1 GB
+    max_input_samples: int = 8_000_000
 
     def __post_init__(self) -> None:
         _require(self.max_input_bytes > 0, "limits", "max_input_bytes", "must be positive")
+        _require(self.max_input_samples > 0, "limits", "max_input_samples", "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,6 +299,9 @@ class SerialConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     queue_windows: int = 4
+    max_bridge_ms: float = 40.0
+    max_bridged_fraction: float = 0.02
+    link_log_s: float = 300.0
 
     def __post_init__(self) -> None:
         _require(bool(self.port), "serial", "port", "is required when [serial] is present")
@@ -296,6 +322,40 @@ class SerialConfig:
         _require(0 < self.backoff_initial_s <= self.backoff_max_s, "serial", "backoff_initial_s",
                  "must be positive and <= backoff_max_s")
         _require(self.queue_windows >= 1, "serial", "queue_windows", "must be >= 1")
+        _require(0 <= self.max_bridge_ms <= 1000, "serial", "max_bridge_ms",
+                 "must be between 0 and 1000")
+        _require(0 <= self.max_bridged_fraction <= 1, "serial", "max_bridged_fraction",
+                 "must be between 0 and 1")
+        _require(self.link_log_s > 0, "serial", "link_log_s", "must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    """What may be deleted to keep the disk from filling, and the free-space floor.
+
+    Only inputs in ``[spool] done_dir`` and reports in ``<reports dir>/delivered/`` are ever
+    deleted, oldest first, once older than ``*_max_age_days`` or beyond ``*_max_mib`` in
+    total (``inf`` = no limit). Below ``min_free_mib`` free on the reports filesystem the
+    daemon takes no new spool input (they wait in the spool) until space returns.
+    """
+
+    done_max_age_days: float = 30.0
+    done_max_mib: float = 8192.0
+    delivered_max_age_days: float = 90.0
+    delivered_max_mib: float = 2048.0
+    min_free_mib: float = 1024.0
+    interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("done_max_age_days", "done_max_mib", "delivered_max_age_days",
+                     "delivered_max_mib", "min_free_mib"):
+            value = getattr(self, name)
+            _require(not math.isnan(value) and value >= 0, "retention", name,
+                     "must be >= 0 (inf = no limit)")
+        _require(math.isfinite(self.min_free_mib), "retention", "min_free_mib",
+                 "must be finite")
+        _require(0 < self.interval_s <= 3600, "retention", "interval_s",
+                 "must be in (0, 3600]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +381,7 @@ class Config:
     window: WindowConfig = WindowConfig()
     preprocess: PreprocessConfig = PreprocessConfig()
     qc: QcConfig = QcConfig()
+    measurements: MeasurementConfig = MeasurementConfig()
     limits: LimitsConfig = LimitsConfig()
     spool: SpoolConfig = SpoolConfig()
     reports: ReportsConfig = ReportsConfig()
@@ -328,6 +389,7 @@ class Config:
     host: HostConfig = HostConfig()
     logging: LoggingConfig = LoggingConfig()
     status: StatusConfig = StatusConfig()
+    retention: RetentionConfig = RetentionConfig()
     serial: Optional[SerialConfig] = None
     forward: Optional[ForwardConfig] = None
     source_path: Optional[Path] = None
@@ -338,6 +400,7 @@ _SECTIONS = {
     "window": WindowConfig,
     "preprocess": PreprocessConfig,
     "qc": QcConfig,
+    "measurements": MeasurementConfig,
     "limits": LimitsConfig,
     "spool": SpoolConfig,
     "reports": ReportsConfig,
@@ -345,6 +408,7 @@ _SECTIONS = {
     "host": HostConfig,
     "logging": LoggingConfig,
     "status": StatusConfig,
+    "retention": RetentionConfig,
     "serial": SerialConfig,
     "forward": ForwardConfig,
 }

@@ -1,9 +1,11 @@
-"""Recording -> windows -> quality control -> preprocessing -> inference -> reports.
+"""Recording -> windows -> quality control -> measurements -> inference -> reports.
 
 The same code serves ``ecgd analyze`` and the daemon. Work is split in two halves so a
 caller can batch inference across inputs: :meth:`Analyzer.prepare` does everything up to
-the model input (QC on the raw millivolt signal at the source rate, R-peaks, resampling,
-preprocessing of accepted windows) and :meth:`Analyzer.finish` turns logits into reports.
+the model input, one window at a time (cut with context, resampled, judged, measured and
+preprocessed: ``ecgd.signal.chain``), and :meth:`Analyzer.finish` turns logits into reports.
+A window the model cannot see (QC rejected it, or the recording lacks leads) still gets its
+QC verdict and whatever measurements its leads allow.
 """
 from __future__ import annotations
 
@@ -15,20 +17,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy.special import expit
 
-from ecgd.config import QcConfig, WindowConfig
+from ecgd.config import MeasurementConfig, QcConfig, WindowConfig
 from ecgd.model.session import ModelSession
 from ecgd.preflight import model_window_samples
-from ecgd.signal.preprocess import make_preprocessor
-from ecgd.signal.quality import assess_window
-from ecgd.records.recording import Recording, arrange_standard_leads
+from ecgd.records.recording import Recording
 from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, make_report_id,
                          utc_timestamp)
 from ecgd.report_waveform import encode_waveform
-from ecgd.signal.resample import resample_to
-from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
-
-_NO_MEASUREMENTS: Dict[str, Any] = {"heart_rate_bpm": None, "rr_ms": [],
-                                    "rr_irregularity": None}
+from ecgd.signal.bridged import BridgedStretches
+from ecgd.signal.chain import (SignalChain, WindowLayout, cut_window, rejected_qc,
+                               unmeasured_fields)
+from ecgd.signal.preprocess import make_preprocessor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,22 +44,24 @@ class SourceInfo:
 
 @dataclasses.dataclass
 class PreparedWindow:
-    """One window after QC; ``model_input`` is set only for accepted windows.
+    """One window after QC and measurements.
 
-    ``signal_mv`` is the window QC and the network judged: float32 ``[12, n]`` mV in the
-    model's lead order and rate, before the model's normalisation; None when the recording
-    has no 12-lead signal (missing leads, too short).
+    ``model_not_run``: why the network will not see this window (``qc_rejected``,
+    ``missing_lead:V3``, ``too_short``); empty when it will, and then ``model_input`` is
+    the preprocessed window. ``signal_mv``: the 12-lead window in mV at the model rate, after
+    lead derivation and before preprocessing, in the model's lead order (None when leads are
+    missing): what QC and the network judged, and what the report's ``waveform`` carries.
     """
 
     index: int
     window: Dict[str, Any]
-    qc_status: str
-    qc_score: Optional[float]
-    qc_reasons: Tuple[str, ...]
+    qc: Dict[str, Any]
     measurements: Dict[str, Any]
     qc_ms: float
+    model_not_run: Tuple[str, ...]
     model_input: Optional[np.ndarray] = None
     signal_mv: Optional[np.ndarray] = None
+    preprocess_ms: float = 0.0
 
 
 @dataclasses.dataclass
@@ -83,7 +84,9 @@ class Analyzer:
     """Interprets recordings with one model session; filters are designed once, here."""
 
     def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
-                 mains_hz: int, batch_max: int = 16, keep_waveform: bool = True) -> None:
+                 mains_hz: int, batch_max: int = 16,
+                 measurement: MeasurementConfig = MeasurementConfig(),
+                 keep_waveform: bool = True) -> None:
         manifest = session.manifest
         window_samples = model_window_samples(window, manifest)
         self.session = session
@@ -97,6 +100,7 @@ class Analyzer:
         self.preprocess = make_preprocessor(manifest.preprocessing_profile,
                                             manifest.preprocessing_params, manifest.fs_hz,
                                             mains_hz)
+        self.chain = SignalChain(qc, measurement, self.preprocess, mains_hz)
         self.model_info = ModelInfo(name=manifest.name, sha256=manifest.onnx_sha256,
                                     precision=manifest.precision, trained=manifest.trained,
                                     preprocessing=manifest.preprocessing_profile)
@@ -105,87 +109,88 @@ class Analyzer:
     def prepare(self, recording: Recording, source: SourceInfo, pseudonym: Optional[str],
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
                 host: Optional[Mapping[str, Any]] = None,
-                first_window_index: int = 0) -> PreparedRecording:
-        """Cut windows, run QC and R-peak detection, preprocess the accepted windows.
+                first_window_index: int = 0,
+                bridged: Optional[BridgedStretches] = None) -> PreparedRecording:
+        """Cut windows; per window: resample, QC, R peaks, measurements, preprocessing.
 
+        Each window is cut from the source with ``CONTEXT_S`` of its neighbours on either
+        side (where the recording has them), resampled to the model rate and judged on its
+        own, so the work and memory per window do not grow with the recording.
         ``lead_off`` holds the front end's electrode-off bits in ``recording.lead_names``
         order (live sources); they are fed to QC as ``lead_off`` reasons. Windows are
         numbered from ``first_window_index`` (a live stream numbers its windows itself).
+        ``bridged`` says which samples a live source filled in; a window with too many is
+        rejected as ``bridged`` (ecgd.signal.bridged).
         """
         fs_model = self.manifest.fs_hz
-        fs_source = recording.fs_hz
-        standard = arrange_standard_leads(recording, self.manifest.lead_names)
-        n_model = int(round(recording.n_samples * fs_model / fs_source))
+        layout = WindowLayout.of(recording, self.manifest.lead_names)
+        n_model = int(round(recording.n_samples * fs_model / recording.fs_hz))
         starts = list(range(0, n_model - self.window_samples + 1, self.stride_samples))
-        base = {"fs_hz": fs_model, "source_fs_hz": fs_source,
-                "leads_derived": list(standard.derived)}
-        if standard.missing:
-            base["leads_missing"] = list(standard.missing)
-
+        base: Dict[str, Any] = {"fs_hz": fs_model, "source_fs_hz": recording.fs_hz,
+                                "leads_derived": list(layout.derived)}
+        if layout.missing:
+            base["leads_missing"] = list(layout.missing)
         if not starts:
             window = dict(base, index=first_window_index, start_s=0.0, n_samples=n_model)
-            reasons = ("too_short",) + tuple(f"missing_lead:{lead}" for lead in standard.missing)
-            prepared = [PreparedWindow(first_window_index, window, "rejected", None, reasons,
-                                       dict(_NO_MEASUREMENTS), 0.0)]
-            return PreparedRecording(source, pseudonym, prepared, read_ms, 0.0, host)
-
-        model_lead_off = self._lead_off_in_model_order(recording, lead_off)
-        model_mv = None
-        source_mv = standard.samples_mv
-        if source_mv is not None:
-            model_mv = resample_to(source_mv, fs_source, fs_model)
-        source_window = int(round(self.window_samples * fs_source / fs_model))
+            return PreparedRecording(source, pseudonym, [PreparedWindow(
+                first_window_index, window, rejected_qc(("too_short",)),
+                unmeasured_fields("too_short"), 0.0, ("too_short",))],
+                read_ms, 0.0, host)
+        channel_lead_off = self._lead_off_per_channel(recording, layout, lead_off)
         prepared = []
+        preprocess_ms = 0.0
         for index, start in enumerate(starts, start=first_window_index):
             window = dict(base, index=index, start_s=round(start / fs_model, 6),
                           n_samples=self.window_samples)
             if recording.start_time is not None:
                 window["start_time"] = utc_timestamp(
                     recording.start_time + dt.timedelta(seconds=start / fs_model))
-            if model_mv is None or source_mv is None:
-                reasons = tuple(f"missing_lead:{lead}" for lead in standard.missing)
-                prepared.append(PreparedWindow(index, window, "rejected", None, reasons,
-                                               dict(_NO_MEASUREMENTS), 0.0))
-                continue
-            t0 = time.perf_counter()
-            source_start = int(round(start * fs_source / fs_model))
-            raw_mv = source_mv[:, source_start:source_start + source_window]
-            r_peaks = detect_r_peaks(raw_mv, fs_source)
-            verdict = assess_window(raw_mv, fs_source, self.manifest.lead_names, self.qc,
-                                    mains_hz=self.mains_hz, lead_off=model_lead_off,
-                                    r_peaks=r_peaks)
-            qc_ms = (time.perf_counter() - t0) * 1000.0
-            signal_mv = model_mv[:, start:start + self.window_samples]
-            if verdict.ok:
-                measurements = rhythm_measurements(r_peaks, fs_source)
-                item = PreparedWindow(index, window, "accepted", verdict.score, (),
-                                      measurements, qc_ms, signal_mv, signal_mv)
-            else:
-                item = PreparedWindow(index, window, "rejected", verdict.score,
-                                      tuple(verdict.reasons), dict(_NO_MEASUREMENTS), qc_ms,
-                                      signal_mv=signal_mv)
+            item = self._prepare_window(recording, layout, start, index, window,
+                                        channel_lead_off, bridged)
             prepared.append(item)
-
-        t0 = time.perf_counter()
-        accepted = [w for w in prepared if w.model_input is not None]
-        if accepted:
-            batch = self.preprocess(np.stack([w.model_input for w in accepted
-                                              if w.model_input is not None]))
-            for item, model_input in zip(accepted, batch):
-                item.model_input = model_input
-        preprocess_ms = (time.perf_counter() - t0) * 1000.0
+            preprocess_ms += item.preprocess_ms
         return PreparedRecording(source, pseudonym, prepared, read_ms, preprocess_ms, host)
 
-    def _lead_off_in_model_order(self, recording: Recording,
-                                 lead_off: Optional[Sequence[bool]]) -> Optional[List[bool]]:
+    def _prepare_window(self, recording: Recording, layout: WindowLayout, start: int,
+                        index: int, window: Dict[str, Any],
+                        lead_off: Optional[List[bool]],
+                        bridged: Optional[BridgedStretches]) -> PreparedWindow:
+        """QC, beats, measurements and (if it may run) the model input of one window."""
+        t0 = time.perf_counter()
+        cut = cut_window(recording, layout, start, self.window_samples, self.manifest.fs_hz)
+        result = self.chain.judge(cut, lead_off)
+        qc_ms = (time.perf_counter() - t0) * 1000.0 - result.preprocess_ms
+        qc_fields, measurements = result.qc_fields(), result.measurements
+        if bridged is not None:
+            source_start = int(round(start * recording.fs_hz / self.manifest.fs_hz))
+            source_stop = source_start + cut.raw_mv.shape[1]
+            bridged_reasons = bridged.reasons(source_start, source_stop)
+            if bridged_reasons:
+                qc_fields = dict(qc_fields, status="rejected",
+                                 reasons=list(qc_fields["reasons"]) + list(bridged_reasons))
+                measurements = unmeasured_fields("qc_rejected")
+        not_run: Tuple[str, ...] = tuple(f"missing_lead:{lead}" for lead in layout.missing)
+        if qc_fields["status"] != "accepted":
+            not_run = ("qc_rejected",) + not_run
+        item = PreparedWindow(index, window, qc_fields, measurements, qc_ms,
+                              not_run, preprocess_ms=result.preprocess_ms)
+        if layout.complete:
+            item.signal_mv = cut.window_mv
+            if not not_run:
+                item.model_input = result.model_view
+        return item
+
+    @staticmethod
+    def _lead_off_per_channel(recording: Recording, layout: WindowLayout,
+                              lead_off: Optional[Sequence[bool]]) -> Optional[List[bool]]:
+        """The front end's electrode-off bits in ``layout.names`` order."""
         if lead_off is None:
             return None
-        off = {name for name, bit in zip(recording.lead_names, lead_off) if bit}
         # A derived limb lead is off when either of its source electrodes (I, II) is off.
-        limb_off = bool(off & {"I", "II"})
-        return [name in off or (limb_off and name in ("III", "aVR", "aVL", "aVF")
-                                and name not in recording.lead_names)
-                for name in self.manifest.lead_names]
+        limb_off = any(bit for name, bit in zip(recording.lead_names, lead_off)
+                       if name in ("I", "II"))
+        return [bool(lead_off[channel]) if channel >= 0 else limb_off
+                for channel in layout.channels]
 
     # -- inference ------------------------------------------------------------------
     def infer(self, model_inputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, float]:
@@ -229,15 +234,14 @@ class Analyzer:
             raise ValueError(f"{len(logits)} logit rows for {len(accepted)} accepted windows")
         probabilities = expit(logits.astype(np.float64))
         per_window_inference = inference_ms / len(accepted) if accepted else 0.0
-        per_window_preprocess = prepared.preprocess_ms / len(accepted) if accepted else 0.0
         rows = iter(probabilities)
         reports = []
         for item in prepared.windows:
             findings: List[Dict[str, Any]] = []
-            if item.model_input is not None:
+            accepted_window = item.model_input is not None
+            if accepted_window:
                 findings = findings_from_probabilities(self.manifest.labels, next(rows),
                                                        self.manifest.thresholds)
-            accepted_window = item.model_input is not None
             waveform = None
             if self.keep_waveform and item.signal_mv is not None:
                 waveform = encode_waveform(item.signal_mv, self.manifest.lead_names,
@@ -247,14 +251,13 @@ class Analyzer:
                 source=prepared.source.fields,
                 pseudonym=prepared.pseudonym,
                 window=item.window,
-                qc_status=item.qc_status,
-                qc_score=item.qc_score,
-                qc_reasons=item.qc_reasons,
+                qc=item.qc,
                 measurements=item.measurements,
                 model=self.model_info,
+                model_not_run=item.model_not_run,
                 findings=findings,
                 timing_ms={"read": prepared.read_ms, "qc": item.qc_ms,
-                           "preprocess": per_window_preprocess if accepted_window else 0.0,
+                           "preprocess": item.preprocess_ms,
                            "inference": per_window_inference if accepted_window else 0.0},
                 host=prepared.host,
                 waveform=waveform,

@@ -130,7 +130,8 @@ def open_analyzer(config: Config) -> "Analyzer":
 
     session = ModelSession.open(config.model.manifest, threads=config.model.threads)
     return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max, keep_waveform=config.reports.waveform)
+                    config.model.batch_max, measurement=config.measurements,
+                    keep_waveform=config.reports.waveform)
 
 
 def model_problems(config: Config, defaulted: AbstractSet[str] = frozenset(),

@@ -65,20 +65,26 @@ def findings_from_probabilities(labels: Sequence[str], probabilities: Sequence[f
 
 
 def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Optional[str],
-                 window: Mapping[str, Any], qc_status: str, qc_score: Optional[float],
-                 qc_reasons: Sequence[str], measurements: Mapping[str, Any], model: ModelInfo,
-                 findings: List[Dict[str, Any]], timing_ms: Mapping[str, float],
+                 window: Mapping[str, Any], qc: Mapping[str, Any],
+                 measurements: Mapping[str, Any], model: ModelInfo,
+                 model_not_run: Sequence[str], findings: List[Dict[str, Any]],
+                 timing_ms: Mapping[str, float],
                  host: Optional[Mapping[str, Any]] = None,
                  waveform: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC and model.
+    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC, the
+    reasons the model did not run (``model_not_run``, empty when it ran) and the model.
 
     ``waveform`` (``ecgd.report_waveform.encode_waveform``) comes last, so the readable
     fields lead a JSON line.
     """
     warnings = []
-    if qc_status != "accepted":
-        warnings.append("quality control rejected this window (" + ", ".join(qc_reasons)
+    if qc["status"] != "accepted":
+        warnings.append("quality control rejected this window (" + ", ".join(qc["reasons"])
                         + "): not interpreted")
+    missing = [reason for reason in model_not_run if reason.startswith("missing_lead:")]
+    if missing:
+        warnings.append("the network did not run: the recording lacks leads it needs ("
+                        + ", ".join(missing) + ")")
     if not model.trained:
         warnings.append(UNTRAINED_WARNING)
     report: Dict[str, Any] = {
@@ -88,12 +94,11 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
         "source": dict(source),
         "patient": {"pseudonym": pseudonym},
         "window": dict(window),
-        "qc": {"status": qc_status,
-               "score": None if qc_score is None else round(float(qc_score), 4),
-               "reasons": list(qc_reasons)},
+        "qc": dict(qc),
         "measurements": dict(measurements),
         "model": model.as_dict(),
-        "findings": findings if qc_status == "accepted" else [],
+        "model_not_run": list(model_not_run),
+        "findings": [] if model_not_run else findings,
         "interpretation_valid": not warnings,
         "timing_ms": {key: round(float(value), 3) for key, value in timing_ms.items()},
         "ecgd_version": __version__,

@@ -20,6 +20,7 @@ from ecgd.report_waveform import decode_waveform
 from ecgd.signal.resample import resample_to
 
 jsonschema = pytest.importorskip("jsonschema")
+wfdb = pytest.importorskip("wfdb")
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +107,53 @@ def test_eight_lead_export_derives_limb_leads(capsys, shared_data, reference_man
     assert sorted(reports[0]["window"]["leads_derived"]) == ["III", "aVF", "aVL", "aVR"]
 
 
-def test_missing_leads_are_named_and_not_interpreted(capsys, validator, shared_data,
-                                                     reference_manifest, tmp_path) -> None:
-    """A 2-lead Holter record cannot be interpreted: each missing lead is named, no findings."""
-    signal = np.random.default_rng(0).normal(0, 0.1, (2, 5000)).astype(np.float32)
+def test_two_lead_holter_record_is_measured_but_not_interpreted(capsys, validator, shared_data,
+                                                                reference_manifest,
+                                                                tmp_path) -> None:
+    """A 2-lead MIT-BIH record gets QC, beats, rate and intervals from its leads; the
+    network does not run, and the report names every missing lead and says why."""
+    signal = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), sampto=360 * 20).p_signal.T
     path = tmp_path / "two-leads.npz"
-    np.savez(path, signal=signal, fs_hz=500.0, lead_names=np.array(["II", "V1"]), units="mV")
+    np.savez(path, signal=signal.astype(np.float32), fs_hz=360.0,
+             lead_names=np.array(["MLII", "V1"]), units="mV")
     code, reports, _ = analyze(capsys, "--model", reference_manifest, path)
+    assert code == 0 and len(reports) == 2
+    for report in reports:
+        validator.validate(report)
+        assert report["qc"]["status"] == "accepted", report["qc"]
+        assert report["findings"] == [] and report["interpretation_valid"] is False
+        assert "missing_lead:V6" in report["model_not_run"]
+        assert "missing_lead:V1" not in report["model_not_run"]
+        assert 60 < report["measurements"]["heart_rate_bpm"] < 90
+        assert report["measurements"]["qrs_ms"] is not None
+        assert "MLII" not in json.dumps(report)
+
+
+def _synthetic_npz(tmp_path: Path, rate_bpm: float, **kwargs) -> Tuple[Path, np.ndarray]:
+    from test_beats import synthetic_ecg
+
+    leads, truth = synthetic_ecg(rate_bpm, **kwargs)
+    path = tmp_path / f"fast-{rate_bpm:.0f}.npz"
+    np.savez(path, signal=leads.astype(np.float32), fs_hz=500.0,
+             lead_names=np.array(STANDARD_LEADS), units="mV")
+    return path, truth
+
+
+@pytest.mark.parametrize("rate_bpm, small_every", [(220.0, 0), (210.0, 4)])
+def test_fast_rhythm_through_analyze(capsys, validator, reference_manifest, tmp_path,
+                                     rate_bpm: float, small_every: int) -> None:
+    """A synthetic 12-lead ECG at 210-220 bpm (every 4th QRS at half amplitude in one case)
+    is accepted and reported with every beat and its rate: a 350 ms refractory period or
+    no search-back loses beats."""
+    path, truth = _synthetic_npz(tmp_path, rate_bpm, small_every=small_every, small_gain=0.5)
+    code, (report,), _ = analyze(capsys, "--model", reference_manifest, path)
     assert code == 0
-    (report,) = reports
     validator.validate(report)
-    assert report["qc"]["status"] == "rejected"
-    assert "missing_lead:V6" in report["qc"]["reasons"]
-    assert report["findings"] == []
+    assert report["qc"]["status"] == "accepted", report["qc"]
+    peaks_ms = np.array(report["measurements"]["r_peaks_ms"])
+    assert peaks_ms.size == truth.size
+    assert np.max(np.abs(peaks_ms - truth * 2.0)) <= 30.0
+    assert report["measurements"]["heart_rate_bpm"] == pytest.approx(rate_bpm, abs=3.0)
 
 
 def test_short_recording_is_rejected_too_short(capsys, validator, shared_data,
@@ -135,7 +170,9 @@ def test_short_recording_is_rejected_too_short(capsys, validator, shared_data,
     assert code == 0
     (report,) = reports
     validator.validate(report)
-    assert report["qc"] == {"status": "rejected", "score": None, "reasons": ["too_short"]}
+    assert report["qc"] == {"status": "rejected", "score": None, "reasons": ["too_short"],
+                            "saturation_rule": None}
+    assert report["model_not_run"] == ["too_short"]
     assert report["window"]["n_samples"] == 2500
 
 
@@ -149,6 +186,26 @@ def test_overlapping_windows_from_config(capsys, shared_data, reference_manifest
     _, reports, _ = analyze(capsys, "--model", reference_manifest, "--config", config,
                             shared_data / "ptbdb" / "s0010_re.hea")
     assert [r["window"]["start_s"] for r in reports] == [0.0, 5.0, 10.0, 15.0, 20.0, 25.0]
+
+
+def test_qtc_formula_from_config_reaches_the_report(capsys, shared_data, reference_manifest,
+                                                    tmp_path) -> None:
+    """[measurements] qtc_formula = "bazett" gives QT / RR^(1/2) in the report, not Fridericia."""
+    (tmp_path / "pseudonym.key").write_text("ab" * 32 + "\n")
+    path = shared_data / "cinc2021" / "HR06004.hea"
+    measured = {}
+    for formula in ("fridericia", "bazett"):
+        config = tmp_path / f"{formula}.toml"
+        config.write_text(f"[measurements]\nqtc_formula = \"{formula}\"\n[privacy]\n"
+                          f"pseudonym_key_file = \"{tmp_path / 'pseudonym.key'}\"\n")
+        _, (report,), _ = analyze(capsys, "--model", reference_manifest, "--config", config,
+                                  path)
+        measured[formula] = report["measurements"]
+        assert measured[formula]["qtc_formula"] == formula
+    qt_ms = measured["bazett"]["qt_ms"]
+    assert qt_ms is not None and qt_ms == measured["fridericia"]["qt_ms"]
+    rr_s = (qt_ms / measured["fridericia"]["qtc_ms"]) ** 3  # Fridericia: QTc = QT / RR^(1/3)
+    assert measured["bazett"]["qtc_ms"] == pytest.approx(qt_ms / rr_s ** 0.5, abs=2.0)
 
 
 def test_bad_files_get_one_line_each_and_exit_1(capsys, shared_data, reference_manifest,
@@ -337,3 +394,31 @@ def test_no_waveform_without_a_twelve_lead_signal(capsys, reference_manifest, tm
     _, reports, _ = analyze(capsys, "--model", reference_manifest, two_leads, short)
     assert len(reports) == 2
     assert all("waveform" not in report for report in reports)
+
+
+def test_timestamp_at_the_end_of_time_still_gives_reports(capsys, validator, shared_data,
+                                                          reference_manifest, tmp_path) -> None:
+    """An HL7 file acquired at 9999-12-31 23:59:59 UTC (its windows' start times would pass
+    year 9999) gives its report with a null start time, not an internal error (exit 70)."""
+    source = shared_data / "hl7-aecg" / "Example aECG.xml"
+    text = source.read_text(encoding="utf-8").replace(
+        '<head value="20021122091000.000"', '<head value="99991231235959.000+0000"', 1)
+    path = tmp_path / "late.xml"
+    path.write_text(text, encoding="utf-8")
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, path)
+    assert code == 0, errors
+    (report,) = reports
+    validator.validate(report)
+    assert report["window"].get("start_time") is None
+
+
+def test_two_hertz_input_is_one_line_refusal(capsys, reference_manifest, tmp_path) -> None:
+    """A 2-Hz .npz (the poison input that once took 34 s and 7.3 GB to resample) is refused
+    with one line and exit 1; the good file after it still gets its report."""
+    slow = _npz_recording(tmp_path / "slow.npz", np.zeros((12, 20000), np.float32), fs_hz=2.0)
+    good = _npz_recording(tmp_path / "good.npz", np.zeros((12, 5000), np.float32))
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, slow, good)
+    assert code == 1
+    assert errors == [f"ecgd: {slow}: sampling rate outside 100-10000 Hz, the rates an ECG "
+                      f"is read at; refused"]
+    assert [r["source"]["file"] for r in reports] == ["good.npz"]

@@ -61,9 +61,17 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[qc]\nquality_score_min = 1.5\n", "[qc] quality_score_min: must be between 0 and 1"),
     ("[spool]\ndone_dir = \"/var/spool/ecgd/incoming\"\n",
      "[spool] dir, done_dir: must be different folders"),
+    ("[limits]\nmax_input_samples = 0\n", "[limits] max_input_samples: must be positive"),
     ("[serial]\nbaudrate = 9600\n", "[serial] port: is required"),
     ("[serial]\nport = \"loop://\"\nformat = \"midi\"\n", "[serial] format"),
     ("[reports]\nrecipients = \"/etc/key.pub\"\n", "[reports] recipients: must be a list"),
+    ("[serial]\nport = \"loop://\"\nmax_bridge_ms = -1\n", "[serial] max_bridge_ms"),
+    ("[serial]\nport = \"loop://\"\nmax_bridged_fraction = 1.5\n",
+     "[serial] max_bridged_fraction"),
+    ("[retention]\nmin_free_mib = -1\n", "[retention] min_free_mib: must be >= 0"),
+    ("[retention]\nmin_free_mib = inf\n", "[retention] min_free_mib: must be finite"),
+    ("[retention]\ndone_max_age_days = nan\n", "[retention] done_max_age_days"),
+    ("[retention]\ninterval_s = 0\n", "[retention] interval_s"),
     ("model = 3\n", "[model]: must be a table"),
     ("[model\n", "not valid TOML"),
 ])
@@ -141,3 +149,10 @@ def test_reading_keeps_good_values_and_names_the_defaulted_ones(tmp_path: Path) 
     assert reading.config.model.batch_max == 8 and reading.config.model.threads == 2
     assert reading.config.spool.settle_s == 2.0
     assert reading.defaulted == {"[model] threads", "[spool] dir", "[spool] done_dir"}
+
+
+def test_retention_limits_accept_inf_as_no_limit() -> None:
+    """inf (TOML's own spelling) keeps done inputs and delivered reports forever."""
+    config = parse_config("[retention]\ndone_max_age_days = inf\ndelivered_max_mib = inf\n")
+    assert config.retention.done_max_age_days == float("inf")
+    assert config.retention.delivered_max_mib == float("inf")

@@ -13,11 +13,15 @@ TRAINED = ModelInfo("m", "0" * 64, "fp32", True, "ecgfounder")
 UNTRAINED = ModelInfo("m", "0" * 64, "fp32", False, "ecgfounder")
 
 
-def _report(model: ModelInfo, status: str, reasons=()) -> dict:
+def _report(model: ModelInfo, status: str, reasons=(), model_not_run=None) -> dict:
+    if model_not_run is None:
+        model_not_run = ("qc_rejected",) if status == "rejected" else ()
     return build_report(
         report_id=make_report_id("file:abc", 0), source={"kind": "file"}, pseudonym=None,
-        window={"index": 0}, qc_status=status, qc_score=0.99, qc_reasons=reasons,
-        measurements={}, model=model,
+        window={"index": 0},
+        qc={"status": status, "score": 0.99, "reasons": list(reasons),
+            "saturation_rule": "clipped_run"},
+        measurements={}, model=model, model_not_run=model_not_run,
         findings=findings_from_probabilities(["a", "b"], [0.2, 0.9], [0.5, 0.5]),
         timing_ms={"read": 1.0})
 
@@ -59,3 +63,13 @@ def test_report_serializes_to_one_json_line() -> None:
     line = dumps_report(_report(TRAINED, "accepted"))
     assert "\n" not in line
     assert json.loads(line)["created_at"].endswith("Z")
+
+
+def test_missing_leads_withhold_findings_and_say_why() -> None:
+    """A window the network did not see (missing leads) has no findings and a warning that
+    names the missing leads, even when its QC accepted the leads it has."""
+    report = _report(TRAINED, "accepted", model_not_run=("missing_lead:V1", "missing_lead:V2"))
+    assert report["findings"] == []
+    assert report["interpretation_valid"] is False
+    assert report["model_not_run"] == ["missing_lead:V1", "missing_lead:V2"]
+    assert "missing_lead:V1, missing_lead:V2" in report["warning"]

@@ -57,7 +57,8 @@ def _open_analyzer(config: Config, manifest_path: Path) -> Analyzer:
     except ModelError as exc:
         raise ModelError(f"{exc} (use --model to choose another)") from exc
     return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max, keep_waveform=config.reports.waveform)
+                    config.model.batch_max, measurement=config.measurements,
+                    keep_waveform=config.reports.waveform)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         t0 = time.perf_counter()
         try:
-            recording = read_recording(path, config.limits.max_input_bytes)
+            recording = read_recording(path, config.limits.max_input_bytes,
+                                       config.limits.max_input_samples)
             digest = content_sha256(recording_files(path))
         except RecordError as exc:
             progress.message(_about(path, exc))

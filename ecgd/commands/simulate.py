@@ -135,17 +135,18 @@ class Signal:
 
 @dataclasses.dataclass
 class SimulationResult:
-    """What was sent. ``breaks`` are ``(start, end)`` stream sample ranges a receiver must
-    not splice across: a dropped frame ``(s, s + n)``, garbage before a frame ``(s, s)``.
-    ``frames_garbled`` counts the frames preceded by garbage; ``interrupted`` is set when
-    Ctrl-C (or SIGTERM, see ``run``) ended the stream."""
+    """What was sent. ``dropped`` are the ``[start, end)`` stream sample ranges of frames not
+    sent (in order); ``garbage_before`` the stream sample indices before which garbage was
+    sent. ``frames_garbled`` counts the frames preceded by garbage; ``interrupted`` is set
+    when Ctrl-C (or SIGTERM, see ``run``) ended the stream."""
 
     frames_sent: int = 0
     frames_dropped: int = 0
     frames_garbled: int = 0
     garbage_bytes: int = 0
     samples_streamed: int = 0
-    breaks: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+    dropped: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+    garbage_before: List[int] = dataclasses.field(default_factory=list)
     disconnected: bool = False
     interrupted: bool = False
 
@@ -156,6 +157,16 @@ class SimulationResult:
                 f"{self.frames_garbled} ({self.garbage_bytes} garbage bytes)"
                 + (", then disconnected" if self.disconnected else "")
                 + (", then stopped" if self.interrupted else ""))
+
+    def dropped_runs(self) -> List[Tuple[int, int]]:
+        """``dropped`` with back-to-back ranges merged: each run is one gap to a receiver."""
+        runs: List[Tuple[int, int]] = []
+        for start, end in self.dropped:
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+        return runs
 
 
 def prepare_signal(recording: Recording, fmt: str, n_leads: int) -> Signal:
@@ -243,10 +254,10 @@ def stream(device, sig: Signal, fmt: str, *, speed: float = 1.0, loop: bool = Fa
                 pending.append(junk)
                 result.frames_garbled += 1
                 result.garbage_bytes += len(junk)
-                result.breaks.append((start, start))
+                result.garbage_before.append(start)
             if drop_rate and rng.random() < drop_rate:
                 result.frames_dropped += 1
-                result.breaks.append((start, start + n))
+                result.dropped.append((start, start + n))
             else:
                 pending.append(data)
                 result.frames_sent += 1

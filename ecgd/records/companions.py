@@ -5,9 +5,10 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from ecgd.errors import RecordError
+from ecgd.records.wfdb_header import header_lines
 
 # WFDB headers are ASCII text: printable characters and tabs on every line that is not a
 # comment (comments are skipped unread).
@@ -17,8 +18,9 @@ _HEADER_LINE = re.compile(r"[\t\x20-\x7e]*")
 _RECORD_LINE = re.compile(r"\S+\s+\d+(\s.*)?")
 
 
-def wfdb_header_lines(header_path: Path) -> List[str]:
-    """The non-comment lines of a WFDB header, stripped; the first is the record line.
+def wfdb_header_lines(header_path: Path) -> List[Tuple[int, str]]:
+    """The non-comment lines of a WFDB header with their line numbers, as
+    :func:`~ecgd.records.wfdb_header.header_lines` gives them; the first is the record line.
 
     RecordError naming the file when it cannot be read or is not a WFDB header at all (not
     text, or no record line), so that random bytes named ``.hea`` get that reason.
@@ -28,11 +30,10 @@ def wfdb_header_lines(header_path: Path) -> List[str]:
         text = Path(header_path).read_bytes().decode("latin-1")
     except OSError as exc:
         raise RecordError(f"{name}: cannot read header: {exc.strerror}") from exc
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not all(_HEADER_LINE.fullmatch(line) for line in lines):
+    lines, _comments = header_lines(text)
+    if not all(_HEADER_LINE.fullmatch(line) for _line_no, line in lines):
         raise RecordError(f"{name}: not a WFDB header: it is not text")
-    if not lines or not _RECORD_LINE.fullmatch(lines[0]):
+    if not lines or not _RECORD_LINE.fullmatch(lines[0][1]):
         raise RecordError(f"{name}: not a WFDB header: its first line is not a record line "
                           f"'NAME N_SIGNALS ...'")
     return lines
@@ -46,7 +47,7 @@ def wfdb_signal_files(header_path: Path) -> List[str]:
     """
     lines = wfdb_header_lines(header_path)
     names: List[str] = []
-    for line in lines[1:]:
+    for _line_no, line in lines[1:]:
         name = line.split()[0]
         if name != "~" and name not in names:
             names.append(name)

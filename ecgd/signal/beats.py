@@ -1,34 +1,69 @@
 """R-peak detection and the rhythm measurements derived from it.
 
-The detector combines all leads it is given (12, or the 1-2 of a Holter record): each lead is
-band-passed to the QRS band (zero-phase, so no delay), differentiated and squared; every lead's
-energy is scaled by its own 99th percentile so one large lead does not drown the others; the
-leads are averaged and integrated over 150 ms (Pan-Tompkins style). Peaks of that envelope
-above an adaptive threshold (a fraction of the median of 2-s block maxima around each sample)
-and at least 200 ms apart are beats; a long gap is searched again at a lower threshold. Each
-beat is placed at the largest slope energy within 80 ms of the envelope peak.
+The detector combines all leads it is given (12, or the 1-2 of a Holter record):
+
+1. Per lead, excursions narrower than 10 ms (pacemaker spikes) are flattened, and the QRS
+   band (5-20 Hz, zero-phase) is differentiated, squared and integrated over
+   150 ms (Pan-Tompkins), then divided by its local QRS level (the median of 2-s block maxima
+   over 10 s) and capped at twice that level, so one large lead or one artefact does not
+   drown the others.
+2. The leads are averaged, each weighted by its local peakiness (QRS level over the median of
+   the envelope): a lead counts for little while it is noisy, and fully again when it is
+   clean. The square root of that average, a normalised RMS slope, is the QRS feature.
+3. Peaks of the feature at least ``REFRACTORY_S`` apart are classified one by one, as in
+   Hamilton & Tompkins' detector: a peak is a QRS when it rises ``_THRESHOLD_FRACTION`` of
+   the way from the recent noise level to the recent QRS level (medians of the last 8 of
+   each); a peak within 360 ms of a beat whose slope is under half that beat's is a T wave;
+   when no beat came for 1.5 recent RR intervals, the highest peak in the gap above half the
+   threshold is taken (search-back). The pass runs twice: the second starts from the levels
+   and the RR interval the first learnt, so the first seconds of a lone window are judged
+   like the rest and one premature beat does not trigger a search-back.
+4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms.
+
+The detector is pure: any context around a window (its neighbours in a file) is the caller's
+choice; peaks in a context margin are the caller's to drop.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, Dict
+import statistics
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 from scipy import ndimage, signal
 
-from ecgd.signal.preprocess import ZeroPhaseFilter, row_means, row_percentiles
+from ecgd.signal.preprocess import ZeroPhaseFilter, row_means
 
 QRS_BAND_HZ = (5.0, 20.0)
+REFRACTORY_S = 0.2
 _INTEGRATION_S = 0.15
-_REFRACTORY_S = 0.2
 _BLOCK_S = 2.0
-_LEVEL_BLOCKS = 5           # median over this many 2-s blocks centred on each block
-_THRESHOLD_FRACTION = 0.3   # of the local level
-_SEARCHBACK_FRACTION = 0.12
-_SEARCHBACK_RR_FACTOR = 1.66  # Pan-Tompkins: search again after 166% of the median RR
+_LEVEL_BLOCKS = 5            # median over this many 2-s blocks centred on each block
+_ENVELOPE_CAP = 2.0          # a lead's normalised envelope is capped at twice its QRS level
+_HISTORY_BEATS = 8
+_THRESHOLD_FRACTION = 0.5    # of the way from the noise level to the QRS level
+_SEARCHBACK_RR_FACTOR = 1.5
+_SEARCHBACK_FRACTION = 0.5   # of the threshold
+_T_WAVE_WINDOW_S = 0.36
+_T_WAVE_SLOPE_FRACTION = 0.5
 _REFINE_S = 0.08
-_LEAD_SCALE_PERCENTILE = 99.0
-_LEAD_PEAKINESS_FRACTION = 0.3
+_FLOOR_STEP = 5
+_SPIKE_S = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class BeatDetection:
+    """R peaks of a stretch of signal and the per-lead evidence behind them.
+
+    ``r_peaks``: sample indices (int64, sorted, unique). ``lead_envelopes``: ``[leads, n]``
+    each lead's QRS envelope divided by its local QRS level (about 1 at a beat the lead
+    shows, capped at ``_ENVELOPE_CAP``); quality control compares each lead's own peaks
+    with ``r_peaks`` (bSQI).
+    """
+
+    r_peaks: np.ndarray
+    lead_envelopes: np.ndarray
 
 
 @functools.lru_cache(maxsize=16)
@@ -39,88 +74,193 @@ def _qrs_filter(fs_hz: float) -> ZeroPhaseFilter:
                                          fs=fs_hz, output="sos"))
 
 
-def _slope_energy(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
-    """Per-lead squared slope of the QRS band, scaled per lead, averaged: shape ``[n]``."""
-    x = np.asarray(window_mv, dtype=np.float64)
-    # Shifted by the first sample first, so a constant lead centres to exact zeros.
-    x = x - x[:, :1]
-    x -= row_means(x)
-    energy = np.gradient(_qrs_filter(float(fs_hz))(x), axis=-1)
-    np.square(energy, out=energy)
-    floor, peak = row_percentiles(energy, (50.0, _LEAD_SCALE_PERCENTILE))
-    usable = floor > 0
-    if not usable.any():
-        return np.zeros(x.shape[-1])
-    peakiness = np.zeros_like(floor)
-    peakiness[usable] = peak[usable] / floor[usable]
-    chosen = peakiness >= _LEAD_PEAKINESS_FRACTION * peakiness.max()
-    # The mean of the chosen leads, each divided by its peak, as one matrix-vector product.
-    weights = np.where(chosen, 1.0 / np.where(chosen, peak, 1.0), 0.0) / np.count_nonzero(chosen)
-    return weights @ energy
-
-
-def _local_level(envelope: np.ndarray, block: int) -> np.ndarray:
-    """Median of the block maxima around each sample: the typical QRS height nearby."""
-    n = envelope.size
+def _block_values(rows: np.ndarray, block: int) -> np.ndarray:
+    """``rows`` ``[leads, n]`` zero-padded to whole blocks: ``[leads, n_blocks, block]``."""
+    n_leads, n = rows.shape
     n_blocks = -(-n // block)
-    padded = np.zeros(n_blocks * block)
-    padded[:n] = envelope
-    block_max = padded.reshape(n_blocks, block).max(axis=1)
-    size = min(_LEVEL_BLOCKS, n_blocks)
-    level = ndimage.median_filter(block_max, size=size, mode="nearest")
-    return np.repeat(level, block)[:n]
+    padded = np.zeros((n_leads, n_blocks * block))
+    padded[:, :n] = rows
+    return padded.reshape(n_leads, n_blocks, block)
+
+
+def _per_sample(values: np.ndarray, block: int, n: int) -> np.ndarray:
+    """Block values ``[leads, n_blocks]`` interpolated linearly between block centres."""
+    return values @ _interpolation_matrix(values.shape[1], block, n)
+
+
+@functools.lru_cache(maxsize=16)
+def _interpolation_matrix(n_blocks: int, block: int, n: int) -> np.ndarray:
+    """``[n_blocks, n]``: row b weighs block b's value at every sample (one matrix product
+    interpolates every lead; fancy indexing of ``[leads, n]`` costs 10x more)."""
+    matrix = np.zeros((n_blocks, n))
+    if n_blocks == 1:
+        matrix[0] = 1.0
+        return matrix
+    position = np.clip((np.arange(n) + 0.5) / block - 0.5, 0.0, n_blocks - 1.0)
+    left = np.minimum(position.astype(np.intp), n_blocks - 2)
+    fraction = position - left
+    columns = np.arange(n)
+    matrix[left, columns] = 1.0 - fraction
+    matrix[left + 1, columns] += fraction
+    return matrix
+
+
+def _without_spikes(x: np.ndarray, fs_hz: float) -> np.ndarray:
+    """``x`` with every excursion narrower than ``_SPIKE_S`` flattened (a grey opening then
+    closing): pacemaker spikes are 0.5-2 ms wide and would otherwise count as beats, a QRS
+    is at least 40 ms wide and keeps its shape."""
+    width = max(1, int(round(_SPIKE_S * fs_hz)) | 1)
+    if width < 3:
+        return np.array(x, dtype=np.float64)
+    return ndimage.grey_closing(ndimage.grey_opening(x, size=(1, width)), size=(1, width))
+
+
+def _lead_evidence(x: np.ndarray, fs_hz: float
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per lead ``[leads, n]``: the normalised envelope, the weight, and the squared slope
+    and squared amplitude of the QRS band divided by the local QRS level.
+
+    Weights sum to 1 over the leads at every sample (0 everywhere when no lead varies).
+    """
+    centered = _without_spikes(x - x[:, :1], fs_hz)
+    centered -= row_means(centered)
+    band = _qrs_filter(float(fs_hz))(centered)
+    slope_energy = np.gradient(band, axis=-1)
+    np.square(slope_energy, out=slope_energy)
+    width = max(1, int(round(_INTEGRATION_S * fs_hz)))
+    envelopes = ndimage.uniform_filter1d(slope_energy, size=width, axis=1, mode="constant")
+    block = max(1, int(round(_BLOCK_S * fs_hz)))
+    blocks = _block_values(envelopes, block)
+    size = (1, min(_LEVEL_BLOCKS, blocks.shape[1]))
+    level = ndimage.median_filter(blocks.max(axis=2), size=size, mode="nearest")
+    # The envelope is smooth (150-ms integration): every 5th sample gives the same median.
+    floor = ndimage.median_filter(np.median(blocks[:, :, ::_FLOOR_STEP], axis=2), size=size,
+                                  mode="nearest")
+    tiny = np.finfo(np.float64).tiny
+    peakiness = np.where(floor > 0, level / np.maximum(floor, tiny), 0.0)
+    share = peakiness / np.maximum(peakiness.sum(axis=0, keepdims=True), tiny)
+    n = x.shape[1]
+    level_per_sample = np.maximum(_per_sample(level, block, n), tiny)
+    normalised = np.minimum(envelopes / level_per_sample, _ENVELOPE_CAP)
+    slope_energy /= level_per_sample
+    np.square(band, out=band)
+    band /= level_per_sample
+    return normalised, _per_sample(share, block, n), slope_energy, band
+
+
+def detect_beats(window_mv: np.ndarray, fs_hz: float) -> BeatDetection:
+    """Detect the R peaks of ``window_mv`` (``[leads, n]`` or ``[n]`` mV at ``fs_hz``).
+
+    Any number of leads; a flat, empty or too short input gives no peaks.
+    """
+    x = np.atleast_2d(np.asarray(window_mv, dtype=np.float64))
+    n = x.shape[-1]
+    refractory = max(1, int(round(REFRACTORY_S * fs_hz)))
+    # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
+    if n <= 3 * refractory:
+        return BeatDetection(np.zeros(0, dtype=np.int64), np.zeros(x.shape))
+    envelopes, weights, slope_energy, amplitude = _lead_evidence(x, fs_hz)
+    feature = np.sqrt(np.einsum("ij,ij->j", weights, envelopes))
+    candidates, _ = signal.find_peaks(feature, distance=refractory)
+    if candidates.size == 0:
+        return BeatDetection(np.zeros(0, dtype=np.int64), envelopes)
+    slope = np.einsum("ij,ij->j", weights, slope_energy)
+    classifier = _Classifier(feature, slope, candidates, fs_hz)
+    beats = classifier.run(*classifier.initial_levels())
+    beats = classifier.run(*classifier.learnt_levels(beats))
+    combined_amplitude = np.einsum("ij,ij->j", weights, amplitude)
+    return BeatDetection(_refine(combined_amplitude, beats, int(round(_REFINE_S * fs_hz))),
+                         envelopes)
 
 
 def detect_r_peaks(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
-    """Return the sample indices (int64, sorted, unique) of the R peaks in ``window_mv``.
+    """The R-peak sample indices (int64, sorted, unique) of :func:`detect_beats`."""
+    return detect_beats(window_mv, fs_hz).r_peaks
 
-    ``window_mv`` is ``[leads, n]`` (or ``[n]``) raw millivolts at ``fs_hz``; any number of
-    leads. A flat or empty window gives no peaks.
-    """
-    x = np.atleast_2d(np.asarray(window_mv))
-    n = x.shape[-1]
-    refractory = max(1, int(round(_REFRACTORY_S * fs_hz)))
-    # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
-    if n <= 3 * refractory:
+
+class _Classifier:
+    """Hamilton-Tompkins style decision on the feature's peaks (see module docstring)."""
+
+    def __init__(self, feature: np.ndarray, slope: np.ndarray, candidates: np.ndarray,
+                 fs_hz: float) -> None:
+        self.feature = feature
+        self.candidates = candidates.tolist()
+        self.heights = feature[candidates].tolist()
+        radius = max(1, int(round(_REFINE_S * fs_hz)))
+        padded = np.concatenate([np.zeros(radius), slope, np.zeros(radius)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)
+        self.steepness = windows[candidates].max(axis=1).tolist()
+        self.refractory = max(1, int(round(REFRACTORY_S * fs_hz)))
+        self.t_wave_window = int(round(_T_WAVE_WINDOW_S * fs_hz))
+        self.block = max(1, int(round(_BLOCK_S * fs_hz)))
+
+    def initial_levels(self) -> Tuple[float, float, List[float]]:
+        """(QRS level, noise level, RR history) before any beat: the median of the 2-s block
+        maxima of the feature, the median of the peaks below half of that, no RR."""
+        blocks = _block_values(self.feature[np.newaxis], self.block)[0]
+        qrs_level = float(np.median(blocks.max(axis=1)))
+        below = [h for h in self.heights if h < 0.5 * qrs_level]
+        return qrs_level, float(np.median(below)) if below else 0.0, []
+
+    def learnt_levels(self, beats: List[int]) -> Tuple[float, float, List[float]]:
+        """(QRS level, noise level, RR history) learnt by a first pass: the medians of its
+        beats' heights, of the other peaks' heights and of its RR intervals."""
+        if not beats:
+            return self.initial_levels()
+        chosen = set(beats)
+        qrs = [h for c, h in zip(self.candidates, self.heights) if c in chosen]
+        noise = [h for c, h in zip(self.candidates, self.heights) if c not in chosen]
+        rr = [float(np.median(np.diff(beats)))] * _HISTORY_BEATS if len(beats) > 1 else []
+        return float(np.median(qrs)), float(np.median(noise)) if noise else 0.0, rr
+
+    def run(self, qrs_level: float, noise_level: float, rr_history: List[float]) -> List[int]:
+        """One pass over the candidates in time order; the beats' sample indices."""
+        qrs_heights = [qrs_level] * _HISTORY_BEATS
+        noise_heights = [noise_level] * _HISTORY_BEATS
+        beats: List[int] = []
+        beat_steepness: List[float] = []
+        rr: List[float] = list(rr_history)
+        since_beat: List[Tuple[int, float, float]] = []  # peaks rejected since the last beat
+
+        def accept(sample: int, height: float, steepness: float) -> None:
+            if beats:
+                rr.append(sample - beats[-1])
+            beats.append(sample)
+            beat_steepness.append(steepness)
+            qrs_heights.append(height)
+            del qrs_heights[0]
+            since_beat.clear()
+
+        for sample, height, steepness in zip(self.candidates, self.heights, self.steepness):
+            noise_level = statistics.median(noise_heights)
+            threshold = noise_level + _THRESHOLD_FRACTION * (
+                statistics.median(qrs_heights) - noise_level)
+            if beats and rr and since_beat and (
+                    sample - beats[-1] > _SEARCHBACK_RR_FACTOR
+                    * statistics.fmean(rr[-_HISTORY_BEATS:])):
+                missed = max(since_beat, key=lambda peak: peak[1])
+                if (missed[1] > _SEARCHBACK_FRACTION * threshold
+                        and missed[0] - beats[-1] > self.refractory):
+                    later = [peak for peak in since_beat if peak[0] > missed[0]]
+                    accept(*missed)
+                    since_beat.extend(later)
+            is_t_wave = (bool(beats) and sample - beats[-1] < self.t_wave_window
+                         and steepness < _T_WAVE_SLOPE_FRACTION * beat_steepness[-1])
+            if height > threshold and not is_t_wave:
+                accept(sample, height, steepness)
+            else:
+                noise_heights.append(height)
+                del noise_heights[0]
+                since_beat.append((sample, height, steepness))
+        return beats
+
+
+def _refine(amplitude: np.ndarray, beats: List[int], radius: int) -> np.ndarray:
+    """Move each beat to the largest ``amplitude`` within ``radius`` samples."""
+    if not beats:
         return np.zeros(0, dtype=np.int64)
-    energy = _slope_energy(x, fs_hz)
-    width = max(1, int(round(_INTEGRATION_S * fs_hz)))
-    envelope = ndimage.uniform_filter1d(energy, size=width, mode="constant")
-    level = _local_level(envelope, max(1, int(round(_BLOCK_S * fs_hz))))
-    if not np.any(level > 0):
-        return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(envelope, height=_THRESHOLD_FRACTION * level,
-                                 distance=refractory)
-    peaks = _search_back(envelope, level, peaks, refractory)
-    return _refine(energy, peaks, max(1, int(round(_REFINE_S * fs_hz))))
-
-
-def _search_back(envelope: np.ndarray, level: np.ndarray, peaks: np.ndarray,
-                 refractory: int) -> np.ndarray:
-    """Look again, at a lower threshold, inside RR gaps much longer than the median RR."""
-    if peaks.size < 3:
-        return peaks
-    rr = np.diff(peaks)
-    limit = _SEARCHBACK_RR_FACTOR * np.median(rr)
-    found = []
-    for start, stop in zip(peaks[:-1][rr > limit], peaks[1:][rr > limit]):
-        lo, hi = start + refractory, stop - refractory
-        if hi <= lo:
-            continue
-        segment = envelope[lo:hi]
-        best = int(np.argmax(segment))
-        if segment[best] > _SEARCHBACK_FRACTION * level[lo + best]:
-            found.append(lo + best)
-    if not found:
-        return peaks
-    return np.sort(np.concatenate([peaks, np.asarray(found, dtype=peaks.dtype)]))
-
-
-def _refine(energy: np.ndarray, peaks: np.ndarray, radius: int) -> np.ndarray:
-    """Move each envelope peak to the largest slope energy within ``radius`` samples."""
-    if peaks.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    padded = np.concatenate([np.full(radius, -np.inf), energy, np.full(radius, -np.inf)])
+    peaks = np.asarray(beats, dtype=np.intp)
+    padded = np.concatenate([np.full(radius, -np.inf), amplitude, np.full(radius, -np.inf)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)[peaks]
     refined = peaks + np.argmax(windows, axis=1) - radius
     return np.unique(refined).astype(np.int64)

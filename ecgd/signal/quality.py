@@ -5,30 +5,37 @@ Every check runs on all leads at once (``[leads, n]`` arrays, no per-lead Python
 
 Per lead (reason code ``<check>:<lead>``):
 
-- ``saturation``: more than ``saturation_fraction_max`` of the samples sit in clipped runs, i.e.
-  runs of ``clip_run_min_samples`` or more consecutive samples within 0.5% of the lead's
-  peak-to-peak range from its maximum or its minimum. The ADC rails are not carried with a
-  recording, so the lead's own extremes stand in for them: a clipped front end pins the signal
-  there, a real ECG only touches its extremes for a sample or two per beat.
+- ``saturation``: more than ``saturation_fraction_max`` of the samples at the digital range
+  the format declares (``Recording.rails_mv``, passed in as ``at_rails``), as the deployment
+  guide defines it. Where no range is declared, the samples in clipped runs stand in: runs of
+  ``clip_run_min_samples`` or more consecutive samples within 0.5% of the lead's peak-to-peak
+  range from its own maximum or minimum (a clipped front end pins the signal there, a real ECG
+  only touches its extremes for a sample or two per beat). The verdict says which rule applied.
 - ``flatline``: the variance of some ``flatline_window_s`` stretch (sliding by one sample) is
   below ``flatline_variance_min_mv2``.
 - ``lead_off``: the lead's RMS about its mean is below ``lead_off_rms_min_mv``, or the front
   end's lead-off bit is set.
 - ``amplitude``: peak-to-peak above ``amplitude_max_mv`` (wrong units or gain, or artefact).
-- ``noise``: muscle / high-frequency noise index above ``noise_index_max``. The index is the
-  median over the 99th percentile of the squared 10-45 Hz band of the lead: an ECG's energy in
-  that band is packed into its QRS complexes (index ~0.001), noise spreads it over the whole
-  window. Power ratios and kurtosis did not separate NSTDB muscle noise from clean LUDB; this
-  index rejects >= 90% of LUDB records with NSTDB ``ma`` added at 0 dB (RMS), no clean one.
 - ``powerline``: power within mains +- 1 Hz over power at or above 0.5 Hz, above
   ``powerline_ratio_max``.
-- ``baseline_wander``: power below 0.5 Hz over all power (DC removed), above
-  ``baseline_wander_ratio_max``.
 
-Spectral checks are skipped on leads already flagged ``lead_off`` (their ratios divide noise by
-noise). Per window: ``no_beats`` when fewer than ``min_beats`` R peaks are found. The quality
-score is QS = 1 - (saturated or flat samples) / (leads x samples); a window is accepted only
-when QS > ``quality_score_min`` and there is no reason at all.
+Noise, on the published signal-quality indices, each judged on its median over the measurable
+leads (one odd lead does not reject a clean window); the reasons name the leads below the
+limit:
+
+- ``noise``: pSQI (Li & Clifford 2008: power 5-15 Hz over 5-40 Hz) below ``psqi_min``, or kSQI
+  (kurtosis of the preprocessed window the model sees, scaled to 60 bpm) below ``ksqi_min``;
+- ``electrode_motion``: bSQI (Li & Clifford 2008; Behar 2013: the beats the lead shows on its
+  own against the all-lead detector's) below ``bsqi_min``;
+- ``baseline_wander``: basSQI (Zhao & Zhang 2018: 1 - power 0-1 Hz over 0-40 Hz) of the raw
+  window below ``bassqi_min`` (on the preprocessed window it does not separate NSTDB ``bw``:
+  what survives the filters of that wander lies above 1 Hz).
+
+The indices are skipped on leads flagged ``lead_off`` (their ratios divide noise by noise).
+Per window: ``no_beats`` when fewer than ``min_beats`` R peaks are found. The quality score is
+QS = 1 - (saturated or flat samples) / (leads x samples); a window is accepted only when
+QS > ``quality_score_min`` and there is no reason at all. The thresholds' calibration:
+tools/eval_qc.py and the README.
 """
 from __future__ import annotations
 
@@ -41,14 +48,20 @@ from scipy import signal
 
 from ecgd.config import QcConfig
 from ecgd.errors import RecordError
-from ecgd.signal.preprocess import row_means, row_percentiles
-from ecgd.signal.beats import detect_r_peaks
+from ecgd.signal.beats import REFRACTORY_S, detect_beats
+from ecgd.signal.preprocess import row_means
 
 CLIP_TOLERANCE_FRACTION = 0.005   # of the lead's peak-to-peak range
-NOISE_BAND_HZ = (10.0, 45.0)
+PSQI_QRS_BAND_HZ = (5.0, 15.0)   # Li & Clifford 2008: QRS power over ECG power
+PSQI_ECG_HIGH_HZ = 40.0
+BASSQI_LOW_HZ = 1.0              # Zhao & Zhang 2018: baseline power below 1 Hz
+BSQI_TOLERANCE_S = 0.15
+BSQI_LEAD_PEAK_LEVEL = 0.2       # of the lead's own local QRS energy level: a beat of 45 %
+                                 # of the typical amplitude still counts
 SIGNAL_BAND_LOW_HZ = 0.5          # below this is baseline wander
 MAINS_HALF_WIDTH_HZ = 1.0
 _FLAT_BLOCKS_PER_WINDOW = 10
+_RAIL_TOLERANCE_FRACTION = 1e-5  # of the declared range: under 1 LSB of a 16-bit converter
 _FLAT_BOUND_MARGIN = 1e-6
 
 
@@ -59,8 +72,9 @@ class QualityVerdict:
     ``ok``: accept the window for interpretation. ``score``: QS in [0, 1]. ``reasons``: reason
     codes such as ``flatline:V3`` or ``no_beats``, empty when ``ok``. ``per_lead``: by lead
     name, the measured values behind the checks (``rms_mv``, ``ptp_mv``, ``saturated_fraction``,
-    ``flat_fraction``, ``noise_index``, ``powerline_ratio``, ``wander_ratio``; ratios are None
-    on leads too weak to measure). ``n_beats``: R peaks counted for ``no_beats``.
+    ``flat_fraction``, ``powerline_ratio``, ``bsqi``, ``ksqi``, ``psqi``, ``bassqi``; ratios and
+    indices are None on leads too weak to measure). ``n_beats``: R peaks counted for
+    ``no_beats``. ``saturation_rule``: ``declared_range`` or ``clipped_run``.
     """
 
     ok: bool
@@ -68,6 +82,13 @@ class QualityVerdict:
     reasons: Tuple[str, ...]
     per_lead: Dict[str, Dict[str, Optional[float]]] = dataclasses.field(default_factory=dict)
     n_beats: int = 0
+    saturation_rule: str = "clipped_run"
+
+    def as_report(self) -> Dict[str, object]:
+        """The report's ``qc`` object: status, score, reasons, the saturation rule used."""
+        return {"status": "accepted" if self.ok else "rejected",
+                "score": round(float(self.score), 4), "reasons": list(self.reasons),
+                "saturation_rule": self.saturation_rule}
 
 
 def _row_extremes(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -112,6 +133,15 @@ def _cover(starts: np.ndarray, length: int, n: int) -> np.ndarray:
         covered[:, step:] |= covered[:, :-step].copy()
         span += step
     return covered
+
+
+def samples_at_rails(samples_mv: np.ndarray, rails_mv: np.ndarray) -> np.ndarray:
+    """Per sample of ``[leads, n]``: at (within 1e-5 of the range of) its lead's declared
+    lowest or highest value (``rails_mv`` ``[leads, 2]``, as ``Recording.rails_mv``)."""
+    low = rails_mv[:, :1]
+    high = rails_mv[:, 1:]
+    tolerance = _RAIL_TOLERANCE_FRACTION * (high - low)
+    return (samples_mv <= low + tolerance) | (samples_mv >= high - tolerance)
 
 
 def _clipped_samples(x: np.ndarray, high: np.ndarray, low: np.ndarray, run: int) -> np.ndarray:
@@ -180,55 +210,80 @@ def _sample_fractions(saturated: np.ndarray,
 
 
 @functools.lru_cache(maxsize=16)
-def _noise_band(fs_hz: float) -> np.ndarray:
-    """Second-order sections of the noise-index band at ``fs_hz`` (designed once per rate)."""
-    high_hz = min(NOISE_BAND_HZ[1], 0.45 * fs_hz)
-    return signal.butter(2, [NOISE_BAND_HZ[0], high_hz], btype="bandpass", fs=fs_hz,
-                         output="sos")
-
-
-def _noise_index(centered: np.ndarray, fs_hz: float) -> np.ndarray:
-    """Per lead: median / 99th percentile of the squared noise band (see module docstring)."""
-    # One causal pass is enough: the index looks at the distribution of energy, not its timing.
-    energy = signal.sosfilt(_noise_band(float(fs_hz)), centered, axis=1)
-    np.square(energy, out=energy)
-    median, high = row_percentiles(energy, (50.0, 99.0))
-    return median / (high + np.finfo(np.float64).tiny)
-
-
-@functools.lru_cache(maxsize=16)
 def _spectral_weights(n: int, fs_hz: float, mains_hz: int) -> np.ndarray:
-    """Indicator columns ``[bins, 4]`` over the rfft bins of ``n`` samples at ``fs_hz``.
+    """Indicator columns ``[bins, 7]`` over the rfft bins of ``n`` samples at ``fs_hz``.
 
-    Columns: every bin but DC, f >= 0.5 Hz, mains +- 1 Hz, 0 < f < 0.5 Hz.
+    Columns: every bin but DC, f >= 0.5 Hz, mains +- 1 Hz, 0 < f < 0.5 Hz, the pSQI bands
+    5-15 Hz and 5-40 Hz, and the basSQI band 0-1 Hz (DC excluded).
     """
     freqs_hz = np.fft.rfftfreq(n, d=1.0 / fs_hz)
     signal_band = freqs_hz >= SIGNAL_BAND_LOW_HZ
     columns = [freqs_hz > 0, signal_band, np.abs(freqs_hz - mains_hz) <= MAINS_HALF_WIDTH_HZ,
-               (freqs_hz > 0) & ~signal_band]
+               (freqs_hz > 0) & ~signal_band,
+               (freqs_hz >= PSQI_QRS_BAND_HZ[0]) & (freqs_hz <= PSQI_QRS_BAND_HZ[1]),
+               (freqs_hz >= PSQI_QRS_BAND_HZ[0]) & (freqs_hz <= PSQI_ECG_HIGH_HZ),
+               (freqs_hz > 0) & (freqs_hz <= BASSQI_LOW_HZ),
+               (freqs_hz > 0) & (freqs_hz <= PSQI_ECG_HIGH_HZ)]
     return np.stack(columns, axis=1).astype(np.float64)
 
 
-def _band_ratios(centered: np.ndarray, fs_hz: float,
-                 mains_hz: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Per lead: (powerline, baseline-wander) power ratios."""
-    spectrum = np.fft.rfft(centered, axis=1)
+def _band_powers(rows: np.ndarray, fs_hz: float, mains_hz: int) -> np.ndarray:
+    """Per lead, the power in each :func:`_spectral_weights` column: ``[8, leads]``."""
+    spectrum = np.fft.rfft(rows, axis=1)
     power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
-    # The four band powers of every lead in one matrix product (per-axis sums cost more).
-    total, in_band, line, wander = (power @ _spectral_weights(centered.shape[1], float(fs_hz),
-                                                             int(mains_hz))).T
-    tiny = np.finfo(np.float64).tiny
-    return line / (in_band + tiny), wander / (total + tiny)
+    # Every band power of every lead in one matrix product (per-axis sums cost more).
+    return (power @ _spectral_weights(rows.shape[1], float(fs_hz), int(mains_hz))).T
+
+
+def _kurtosis(centered: np.ndarray) -> np.ndarray:
+    """Per lead, Pearson's kurtosis (3 for Gaussian noise; an ECG's peaky beats give > 5)."""
+    squared = centered * centered
+    m2 = row_means(squared)[:, 0]
+    m4 = np.einsum("ij,ij->i", squared, squared) / centered.shape[1]
+    return m4 / np.maximum(m2 * m2, np.finfo(np.float64).tiny)
+
+
+def _rate_factor(r_peaks: np.ndarray, fs_hz: float) -> float:
+    """Beats per second (from the median RR), at least 1."""
+    if r_peaks.size < 3:
+        return 1.0
+    return max(1.0, fs_hz / float(np.median(np.diff(r_peaks))))
+
+
+def _beat_agreement(lead_envelopes: np.ndarray, r_peaks: np.ndarray,
+                    fs_hz: float) -> np.ndarray:
+    """Per lead, bSQI: the beats the lead shows on its own that the all-lead detector also
+    found, over all beats either found (matched / (lead + all - matched), within 150 ms)."""
+    distance = max(1, int(round(REFRACTORY_S * fs_hz)))
+    tolerance = BSQI_TOLERANCE_S * fs_hz
+    agreement = np.zeros(lead_envelopes.shape[0])
+    for lead, envelope in enumerate(lead_envelopes):
+        own, _ = signal.find_peaks(envelope, height=BSQI_LEAD_PEAK_LEVEL, distance=distance)
+        if own.size == 0 or r_peaks.size == 0:
+            continue
+        nearest = np.abs(own[:, np.newaxis] - r_peaks[np.newaxis, :]).min(axis=1)
+        matched = int(np.count_nonzero(nearest <= tolerance))
+        agreement[lead] = matched / (own.size + r_peaks.size - matched)
+    return agreement
 
 
 def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str],
                   thresholds: QcConfig, mains_hz: int = 50,
                   lead_off: Optional[Sequence[bool]] = None,
-                  r_peaks: Optional[np.ndarray] = None) -> QualityVerdict:
-    """Assess one raw window ``[leads, n]`` in millivolts at ``fs_hz`` (see module docstring).
+                  r_peaks: Optional[np.ndarray] = None, *,
+                  raw_mv: Optional[np.ndarray] = None, raw_fs_hz: Optional[float] = None,
+                  at_rails: Optional[np.ndarray] = None,
+                  model_view: Optional[np.ndarray] = None,
+                  lead_envelopes: Optional[np.ndarray] = None) -> QualityVerdict:
+    """Assess one window ``[leads, n]`` in millivolts at ``fs_hz`` (see module docstring).
 
-    ``lead_off`` is the front end's per-lead electrode-off bit where a source has one;
-    ``r_peaks`` the R peaks already found in this window (detected here when None).
+    ``raw_mv`` is the same window at the source rate ``raw_fs_hz`` (saturation and flatline
+    are judged there, before resampling smooths them; default: ``window_mv``), ``at_rails``
+    its samples at the declared digital range (None: the clipped-run rule), ``model_view``
+    the preprocessed window the model would see (kSQI is judged there; default:
+    ``window_mv``). ``lead_off`` is the front end's per-lead electrode-off bit where a
+    source has one; ``r_peaks`` and ``lead_envelopes`` come from
+    :func:`ecgd.signal.beats.detect_beats` (run here when None).
     Raises RecordError when the shape does not match ``lead_names``.
     """
     x = np.ascontiguousarray(window_mv, dtype=np.float64)
@@ -238,54 +293,98 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
     if lead_off is not None and len(lead_off) != len(lead_names):
         raise RecordError(f"quality control: {len(lead_off)} lead-off bits for "
                           f"{len(lead_names)} leads")
+    raw = x if raw_mv is None else np.ascontiguousarray(raw_mv, dtype=np.float64)
+    raw_rate = fs_hz if raw_fs_hz is None else raw_fs_hz
+    if r_peaks is None or lead_envelopes is None:
+        beats = detect_beats(x, fs_hz)
+        r_peaks = beats.r_peaks if r_peaks is None else r_peaks
+        lead_envelopes = beats.lead_envelopes
+
     # Shifted by the first sample first, so a constant lead centres to exact zeros.
     shifted = x - x[:, :1]
     centered = shifted - row_means(shifted)
     rms_mv = np.sqrt(np.einsum("ij,ij->i", centered, centered) / x.shape[1])
-    high, low = _row_extremes(x)
+    raw_centered = raw - raw[:, :1]
+    raw_centered -= row_means(raw_centered)
+    high, low = _row_extremes(raw)
     ptp_mv = (high - low)[:, 0]
-    saturated = _clipped_samples(x, high, low, thresholds.clip_run_min_samples)
-    flat = _flat_samples(centered, max(2, int(round(thresholds.flatline_window_s * fs_hz))),
+    if at_rails is not None:
+        saturated = np.asarray(at_rails, dtype=bool)
+        saturation_rule = "declared_range"
+    else:
+        saturated = _clipped_samples(raw, high, low, thresholds.clip_run_min_samples)
+        saturation_rule = "clipped_run"
+    flat = _flat_samples(raw_centered,
+                         max(2, int(round(thresholds.flatline_window_s * raw_rate))),
                          thresholds.flatline_variance_min_mv2)
     score, saturated_fraction, flat_fraction = _sample_fractions(saturated, flat)
     off = rms_mv < thresholds.lead_off_rms_min_mv
     if lead_off is not None:
         off = off | np.asarray(lead_off, dtype=bool)
-    powerline, wander = _band_ratios(centered, fs_hz, mains_hz)
-    noise = _noise_index(centered, fs_hz)
     measurable = ~off
 
+    tiny = np.finfo(np.float64).tiny
+    _, in_band, line, _, qrs_band, ecg_band, low, ecg = _band_powers(centered, fs_hz, mains_hz)
+    powerline = line / (in_band + tiny)
+    psqi = qrs_band / (ecg_band + tiny)
+    bassqi = 1.0 - low / (ecg + tiny)
+    seen = x if model_view is None else np.asarray(model_view, dtype=np.float64)
+    seen = seen - row_means(seen)
+    # Kurtosis falls as beats crowd the window (a pulse train's kurtosis goes as RR / QRS
+    # width): above 60 bpm it is scaled back to what the same beats would give at 60 bpm,
+    # so a tachycardia is not taken for noise.
+    ksqi = _kurtosis(seen) * _rate_factor(np.asarray(r_peaks), fs_hz)
+    bsqi = _beat_agreement(lead_envelopes, np.asarray(r_peaks), fs_hz)
+
+    # Noise is judged on the window as a whole (the median over the measurable leads), so
+    # one quiet or odd lead of a clean window does not reject it; the reasons then name the
+    # leads whose own index fails.
+    noise_reasons: List[str] = []
+    if measurable.any():
+        indices = {"noise": (psqi, thresholds.psqi_min), "electrode_motion":
+                   (bsqi, thresholds.bsqi_min), "kurtosis": (ksqi, thresholds.ksqi_min),
+                   "baseline_wander": (bassqi, thresholds.bassqi_min)}
+        failing = {code: float(np.median(values[measurable])) < limit
+                   for code, (values, limit) in indices.items()}
+        for code, (values, limit) in indices.items():
+            if failing[code]:
+                worst = measurable & (values < limit)
+                leads = np.flatnonzero(worst).tolist() if worst.any() else \
+                    [int(np.argmin(np.where(measurable, values, np.inf)))]
+                # Kurtosis that low means noise of any kind: reported as noise.
+                label = "noise" if code == "kurtosis" else code
+                noise_reasons += [f"{label}:{lead_names[i]}" for i in leads]
+        noise_reasons = list(dict.fromkeys(noise_reasons))
     checks: List[Tuple[str, np.ndarray]] = [
         ("saturation", saturated_fraction > thresholds.saturation_fraction_max),
         ("flatline", flat_fraction > 0),
         ("lead_off", off),
         ("amplitude", ptp_mv > thresholds.amplitude_max_mv),
-        ("noise", measurable & (noise > thresholds.noise_index_max)),
         ("powerline", measurable & (powerline > thresholds.powerline_ratio_max)),
-        ("baseline_wander", measurable & (wander > thresholds.baseline_wander_ratio_max)),
     ]
     reasons = [f"{code}:{lead_names[i]}" for code, failed in checks
                for i in np.flatnonzero(failed).tolist()]
-    if r_peaks is None:
-        r_peaks = detect_r_peaks(x, fs_hz)
+    reasons += noise_reasons
     n_beats = int(len(r_peaks))
     if n_beats < thresholds.min_beats:
         reasons.append("no_beats")
 
     per_lead: Dict[str, Dict[str, Optional[float]]] = {}
     columns = zip(lead_names, rms_mv.tolist(), ptp_mv.tolist(), saturated_fraction.tolist(),
-                  flat_fraction.tolist(), noise.tolist(), powerline.tolist(), wander.tolist(),
-                  measurable.tolist())
-    for name, rms, ptp, sat, flat_part, noise_i, powerline_i, wander_i, usable in columns:
+                  flat_fraction.tolist(), powerline.tolist(), bsqi.tolist(), ksqi.tolist(),
+                  psqi.tolist(), bassqi.tolist(), measurable.tolist())
+    for name, rms, ptp, sat, flat_part, powerline_i, b, k, p, bas, usable in columns:
         per_lead[name] = {
             "rms_mv": rms,
             "ptp_mv": ptp,
             "saturated_fraction": sat,
             "flat_fraction": flat_part,
-            "noise_index": noise_i if usable else None,
             "powerline_ratio": powerline_i if usable else None,
-            "wander_ratio": wander_i if usable else None,
+            "bsqi": b if usable else None,
+            "ksqi": k if usable else None,
+            "psqi": p if usable else None,
+            "bassqi": bas if usable else None,
         }
     ok = not reasons and score > thresholds.quality_score_min
     return QualityVerdict(ok=ok, score=score, reasons=tuple(reasons), per_lead=per_lead,
-                          n_beats=n_beats)
+                          n_beats=n_beats, saturation_rule=saturation_rule)

@@ -18,7 +18,7 @@ from ecgd.errors import RecordError
 # data gives a small exact ratio (360 -> 500 is 25/18, 128 -> 500 is 125/32); an odd rate such
 # as 257.3 Hz is approximated to within 1e-6 relative, and the filter length grows with
 # max(up, down), so the bound also caps the cost.
-_MAX_RATIO_DENOMINATOR = 1000
+MAX_RATIO_DENOMINATOR = 1000
 
 
 def resample_to(samples_mv: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np.ndarray:
@@ -39,7 +39,7 @@ def resample_to(samples_mv: np.ndarray, fs_in_hz: float, fs_out_hz: float) -> np
         return np.array(samples_mv, dtype=np.float32, copy=True)
     n_in = samples_mv.shape[1]
     n_out = int(round(n_in * fs_out_hz / fs_in_hz))
-    ratio = Fraction(fs_out_hz / fs_in_hz).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    ratio = Fraction(fs_out_hz / fs_in_hz).limit_denominator(MAX_RATIO_DENOMINATOR)
     if n_out == 0 or n_in == 0:
         return np.zeros((samples_mv.shape[0], n_out), dtype=np.float32)
     resampled = signal.resample_poly(samples_mv.astype(np.float64), ratio.numerator,

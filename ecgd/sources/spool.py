@@ -728,7 +728,7 @@ class Spool:
     def _read_data_names(self, header: str) -> Tuple[str, ...]:
         """The data file names a header needs; RecordError for names outside the spool dir."""
         path = self._dir / header
-        if "/" in wfdb_header_lines(path)[0].split()[0]:
+        if "/" in wfdb_header_lines(path)[0][1].split()[0]:
             return ()  # multi-segment: the reader refuses it with its own reason
         names = tuple(wfdb_signal_files(path))
         for name in names:

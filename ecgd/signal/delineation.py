@@ -1,0 +1,260 @@
+"""Global 12-lead intervals and frontal axes from a median beat.
+
+What every resting-ECG program prints (GE 12SL, Philips DXL, Glasgow): PR, QRS duration, QT,
+QTc and the P, QRS and T axes, measured once per window on a representative beat:
+
+1. The window is band-passed (0.5-40 Hz, zero-phase). The dominant beats (RR within 20 % of
+   the median, not cut by the window's edges) are aligned on their R peaks and the median
+   of each lead over them is the median beat; ectopic beats and noise spikes drop out.
+2. Boundaries are global, from all leads at once, as the IEC 60601-2-25 measurement rules
+   define them (earliest onset, latest offset in any lead): the spatial velocity
+   ``sqrt(sum over leads of (dx/dt)^2)`` rises above its isoelectric level at an onset and
+   falls back to it at an offset. QRS onset and offset are where it crosses
+   ``_QRS_EDGE_FRACTION`` of the QRS peak velocity, searched outward from the R peak.
+3. The T wave is the largest spatial amplitude between the QRS end and the next beat; its end
+   is where the spatial velocity after the T peak falls to ``_T_EDGE_FRACTION`` of its
+   steepest descent (a threshold version of the tangent method, robust to flat T waves).
+4. The P wave is the largest spatial amplitude in the 300 ms before the QRS (limited by the
+   previous T wave); it is taken as a P wave only when it stands ``_P_MIN_SNR`` times above the
+   isoelectric noise of the median beat, so atrial fibrillation (no consistent P) gives no PR.
+   Its onset is where the spatial velocity falls to ``_P_EDGE_FRACTION`` of its peak.
+5. Axes are the angle of the net area of the wave in leads I and aVF (hexaxial system,
+   aVF = (sqrt(3)/2) E sin(angle)), over the wave's global boundaries.
+
+Every value that cannot be measured is None with a reason code, never a guess.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import signal
+
+from ecgd.signal.preprocess import ZeroPhaseFilter, row_means
+
+QTC_FORMULAS = ("fridericia", "bazett")
+
+_BAND_HZ = (0.5, 40.0)
+_BEFORE_R_S = 0.40       # median beat from 400 ms before the R peak ...
+_AFTER_R_S = 0.70        # ... to 700 ms after it (cut earlier at fast rates)
+_DOMINANT_RR_TOLERANCE = 0.2
+_MIN_BEATS = 2
+_QRS_SEARCH_S = 0.12     # QRS boundaries searched within 120 ms either side of the R peak
+_QRS_EDGE_FRACTION = 0.08
+_T_SEARCH_START_S = 0.06  # the T wave starts at least 60 ms after the QRS offset
+_TANGENT_SMOOTH_S = 0.02
+_T_PEAK_RR_FRACTION = 0.6  # the T peak lies within 60 % of the RR interval after the R peak
+_T_PEAK_MAX_S = 0.5
+_T_END_SEARCH_S = 0.3      # and the T wave ends within 300 ms of its peak
+_P_WINDOW_S = 0.30
+_P_GAP_S = 0.02          # the P peak is at least 20 ms before the QRS onset
+_P_EDGE_FRACTION = 0.25
+_P_MIN_MV = 0.05         # spatial amplitude of the median beat's P wave
+_P_MIN_CONSISTENCY = 0.3  # 1 - RMS(beat - median) / RMS(median) over the P window
+_ISOELECTRIC_S = 0.03
+
+
+@dataclasses.dataclass(frozen=True)
+class Intervals:
+    """Global measurements of one window, in ms and degrees; None with a reason in
+    ``unmeasured`` (field name -> reason code) when a value cannot be measured."""
+
+    pr_ms: Optional[float] = None
+    qrs_ms: Optional[float] = None
+    qt_ms: Optional[float] = None
+    qtc_ms: Optional[float] = None
+    p_axis_deg: Optional[float] = None
+    qrs_axis_deg: Optional[float] = None
+    t_axis_deg: Optional[float] = None
+    unmeasured: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def as_fields(self) -> Dict[str, object]:
+        """The report's interval and axis fields (rounded to 1 ms / 1 degree)."""
+        fields: Dict[str, object] = {}
+        for name in ("pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "p_axis_deg", "qrs_axis_deg",
+                     "t_axis_deg"):
+            value = getattr(self, name)
+            fields[name] = None if value is None else float(round(value))
+        return fields
+
+
+FIELDS = ("pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "p_axis_deg", "qrs_axis_deg", "t_axis_deg")
+
+
+def unmeasurable(reason: str) -> Intervals:
+    """Every field None for the same ``reason``."""
+    return Intervals(unmeasured={name: reason for name in FIELDS})
+
+
+@functools.lru_cache(maxsize=16)
+def _band(fs_hz: float) -> ZeroPhaseFilter:
+    high_hz = min(_BAND_HZ[1], 0.45 * fs_hz)
+    return ZeroPhaseFilter(signal.butter(2, [_BAND_HZ[0], high_hz], btype="bandpass",
+                                         fs=fs_hz, output="sos"))
+
+
+def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
+                ) -> Optional[Tuple[np.ndarray, int, float, np.ndarray]]:
+    """(median beat ``[leads, m]`` band-passed mV, index of its R peak, median RR in samples,
+    the dominant beats it is the median of ``[leads, beats, m]``), or None with fewer than
+    ``_MIN_BEATS`` dominant beats."""
+    if r_peaks.size < _MIN_BEATS + 1:
+        return None
+    rr = np.diff(r_peaks).astype(np.float64)
+    rr_median = float(np.median(rr))
+    before = int(round(_BEFORE_R_S * fs_hz))
+    after = int(round(min(_AFTER_R_S * fs_hz, 0.9 * rr_median)))
+    n = window_mv.shape[1]
+    # A beat is dominant when the RR before it is typical (not premature, not after a pause).
+    typical = np.abs(rr - rr_median) <= _DOMINANT_RR_TOLERANCE * rr_median
+    candidates = r_peaks[1:][typical]
+    inside = candidates[(candidates - before >= 0) & (candidates + after <= n)]
+    if inside.size < _MIN_BEATS:
+        return None
+    x = np.asarray(window_mv, dtype=np.float64)
+    x = x - row_means(x)
+    filtered = _band(float(fs_hz))(x)
+    offsets = np.arange(-before, after)
+    beats = filtered[:, inside[:, np.newaxis] + offsets[np.newaxis, :]]  # [leads, beats, m]
+    return np.median(beats, axis=1), before, rr_median, beats
+
+
+def _first_below(values: np.ndarray, start: int, stop: int, level: float) -> Optional[int]:
+    """First index from ``start`` stepping towards ``stop`` (exclusive, may be -1) whose
+    value is below ``level``; None when there is none."""
+    indices = np.arange(start, stop, 1 if stop > start else -1)
+    hits = indices[values[indices] < level]
+    return int(hits[0]) if hits.size else None
+
+
+def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
+                      lead_names: Sequence[str], qtc_formula: str = "fridericia") -> Intervals:
+    """Global PR, QRS, QT, QTc and the P/QRS/T axes of one window (see module docstring).
+
+    ``window_mv`` is ``[leads, n]`` mV at ``fs_hz`` with ``lead_names``; ``r_peaks`` are
+    sample indices in it. Any number of leads: intervals from what there is, axes only with
+    leads I and aVF.
+    """
+    if qtc_formula not in QTC_FORMULAS:
+        raise ValueError(f"unknown QTc formula {qtc_formula!r}")
+    beat = median_beat(window_mv, np.asarray(r_peaks, dtype=np.int64), fs_hz)
+    if beat is None:
+        return unmeasurable("too_few_beats")
+    template, r_index, rr_samples, beats = beat
+    ms = 1000.0 / fs_hz
+    velocity = np.sqrt(np.sum(np.gradient(template, axis=1) ** 2, axis=0))
+    m = velocity.size
+    search = int(round(_QRS_SEARCH_S * fs_hz))
+    qrs_lo, qrs_hi = max(0, r_index - search), min(m, r_index + search)
+    peak_velocity = float(velocity[qrs_lo:qrs_hi].max())
+    unmeasured: Dict[str, str] = {}
+    if peak_velocity <= 0:
+        return unmeasurable("flat_median_beat")
+    edge = _QRS_EDGE_FRACTION * peak_velocity
+    first_peak = qrs_lo + int(np.argmax(velocity[qrs_lo:r_index + 1]))
+    last_peak = r_index + int(np.argmax(velocity[r_index:qrs_hi]))
+    onset = _first_below(velocity, first_peak, qrs_lo - 1, edge)
+    offset = _first_below(velocity, last_peak, qrs_hi, edge)
+    if onset is None or offset is None:
+        return unmeasurable("qrs_boundaries_not_found")
+    qrs_ms = (offset - onset) * ms
+
+    # Isoelectric level of every lead: the flattest 30 ms just before the QRS onset.
+    iso = max(1, int(round(_ISOELECTRIC_S * fs_hz)))
+    baseline = template[:, max(0, onset - iso):onset + 1].mean(axis=1, keepdims=True)
+    leveled = template - baseline
+    amplitude = np.sqrt(np.sum(leveled ** 2, axis=0))
+
+    t_start = offset + int(round(_T_SEARCH_START_S * fs_hz))
+    t_peak_stop = min(m, r_index + int(round(min(_T_PEAK_RR_FRACTION * rr_samples,
+                                                  _T_PEAK_MAX_S * fs_hz))))
+    t_end = None
+    if t_peak_stop - t_start > iso:
+        t_peak = t_start + int(np.argmax(amplitude[t_start:t_peak_stop]))
+        t_stop = min(m, int(round(r_index + 0.9 * rr_samples)),
+                     t_peak + int(round(_T_END_SEARCH_S * fs_hz)))
+        t_end = _tangent_end(amplitude, t_peak, t_stop, fs_hz)
+    qt_ms = None if t_end is None else (t_end - onset) * ms
+    if qt_ms is None:
+        unmeasured["qt_ms"] = unmeasured["qtc_ms"] = "t_end_not_found"
+
+    p_onset = None
+    p_stop = onset - int(round(_P_GAP_S * fs_hz))
+    p_start = max(0, onset - int(round(_P_WINDOW_S * fs_hz)))
+    if p_stop - p_start > iso:
+        p_peak = p_start + int(np.argmax(amplitude[p_start:p_stop]))
+        if (amplitude[p_peak] >= _P_MIN_MV and
+                _consistency(beats[:, :, p_start:p_stop], template[:, p_start:p_stop])
+                >= _P_MIN_CONSISTENCY):
+            rise = velocity[p_start:p_peak + 1]
+            if rise.size > 1:
+                steepest = p_start + int(np.argmax(rise))
+                p_onset = _first_below(velocity, steepest, p_start - 1,
+                                       _P_EDGE_FRACTION * float(velocity[steepest]))
+    pr_ms = None if p_onset is None else (onset - p_onset) * ms
+    if pr_ms is None:
+        unmeasured["pr_ms"] = unmeasured["p_axis_deg"] = "no_p_wave"
+
+    qtc_ms = None
+    if qt_ms is not None:
+        rr_s = rr_samples / fs_hz
+        qtc_ms = qt_ms / (rr_s ** (1.0 / 3.0) if qtc_formula == "fridericia" else math.sqrt(rr_s))
+
+    axes: Dict[str, Optional[float]] = {"p_axis_deg": None, "qrs_axis_deg": None,
+                                        "t_axis_deg": None}
+    names = list(lead_names)
+    if "I" in names and "aVF" in names:
+        lead_i, lead_avf = leveled[names.index("I")], leveled[names.index("aVF")]
+        spans = {"qrs_axis_deg": (onset, offset + 1)}
+        if t_end is not None:
+            spans["t_axis_deg"] = (offset, t_end + 1)
+        if p_onset is not None:
+            spans["p_axis_deg"] = (p_onset, onset)
+        for field, (lo, hi) in spans.items():
+            axes[field] = _frontal_axis_deg(float(lead_i[lo:hi].sum()),
+                                            float(lead_avf[lo:hi].sum()))
+    else:
+        for field in axes:
+            unmeasured.setdefault(field, "needs_leads_I_aVF")
+    if t_end is None:
+        unmeasured.setdefault("t_axis_deg", "t_end_not_found")
+    return Intervals(pr_ms=pr_ms, qrs_ms=qrs_ms, qt_ms=qt_ms, qtc_ms=qtc_ms,
+                     unmeasured=unmeasured, **axes)
+
+
+def _consistency(beats: np.ndarray, template: np.ndarray) -> float:
+    """1 - RMS of every beat's deviation from the median over the RMS of the median (about
+    its own mean), on one stretch ``[leads, beats, k]`` vs ``[leads, k]``: near 1 when each
+    beat shows the same wave (a sinus P), near 0 or below when the beats differ (AF)."""
+    centred = template - template.mean(axis=1, keepdims=True)
+    scale = float(np.sqrt(np.mean(centred ** 2)))
+    if scale == 0.0:
+        return 0.0
+    deviation = beats - beats.mean(axis=2, keepdims=True) - centred[:, np.newaxis, :]
+    return 1.0 - float(np.sqrt(np.mean(deviation ** 2))) / scale
+
+
+def _tangent_end(amplitude: np.ndarray, peak: int, stop: int, fs_hz: float) -> Optional[int]:
+    """End of a wave by the tangent method on its spatial amplitude: the tangent at the
+    steepest descent after ``peak`` meets the lowest level reached before ``stop``."""
+    if stop - peak < 3:
+        return None
+    width = max(1, int(round(_TANGENT_SMOOTH_S * fs_hz)))
+    smooth = np.convolve(amplitude[peak:stop], np.full(width, 1.0 / width), mode="same")
+    slope = np.gradient(smooth)
+    steepest = int(np.argmin(slope[: max(1, slope.size - width)]))
+    if slope[steepest] >= 0:
+        return None
+    floor = float(smooth[steepest:].min())
+    end = steepest + (floor - smooth[steepest]) / slope[steepest]
+    return peak + int(round(min(end, stop - peak - 1)))
+
+
+def _frontal_axis_deg(area_i: float, area_avf: float) -> Optional[float]:
+    """Frontal-plane angle in degrees (-180, 180] of a wave with net areas in I and aVF."""
+    if area_i == 0.0 and area_avf == 0.0:
+        return None
+    return math.degrees(math.atan2(area_avf * 2.0 / math.sqrt(3.0), area_i))
