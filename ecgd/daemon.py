@@ -49,7 +49,7 @@ from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, utc_timestamp
+from ecgd.report import dumps_report, readable_text, utc_timestamp
 from ecgd.report_store import report_file_name
 from ecgd.security.seal import ensure_private_dir, seal, write_durable
 from ecgd.sources.serial_source import SerialSource
@@ -494,7 +494,7 @@ class Daemon:
             pseudonym = (pseudonymize(recording.patient_id, self.pseudonym_key)
                          if recording.patient_id else None)
             source = SourceInfo(
-                fields={"kind": "file", "file": claimed.original_name,
+                fields={"kind": "file", "file": readable_text(claimed.original_name),
                         "format": recording.format, "content_sha256": digest},
                 id_seed=f"file:{digest}")
             try:
@@ -641,6 +641,12 @@ class Daemon:
                 self._busy_since["write"] = None
 
     def _write_job(self, job: Job) -> None:
+        plaintexts: List[bytes] = []
+        if job.error is None:
+            try:
+                plaintexts = [dumps_report(report).encode("utf-8") for report in job.reports]
+            except Exception as exc:  # one input's report must not stop the appliance
+                job.error = self._error_reason(job, exc)
         if job.error is not None:
             if job.claimed is not None:
                 self._fail(job.claimed, job.error)
@@ -648,7 +654,8 @@ class Daemon:
                 self.log.warning("live_window_failed", reason=job.error)
             return
         input_hash = job.claimed.name_hash if job.claimed is not None else None
-        if not self._write_reports(job.reports, input_hash=input_hash, started=job.started):
+        if not self._write_reports(job.reports, plaintexts, input_hash=input_hash,
+                                   started=job.started):
             return  # stopping while reports are unwritable: the input stays in processing
         if job.claimed is not None:
             self.spool.complete(job.claimed)
@@ -660,14 +667,14 @@ class Daemon:
         with self._fail_lock:
             self.counters.inputs_failed += 1
 
-    def _write_reports(self, reports: List[Dict[str, Any]], input_hash: Optional[str],
-                       started: float) -> bool:
-        """Seal and durably write every report, retrying while the disk refuses.
+    def _write_reports(self, reports: List[Dict[str, Any]], plaintexts: List[bytes],
+                       input_hash: Optional[str], started: float) -> bool:
+        """Seal and durably write every report (``plaintexts``: each one serialised),
+        retrying while the disk refuses.
 
         Returns False only when asked to stop before the reports could be written.
         """
-        for report in reports:
-            plaintext = dumps_report(report).encode("utf-8")
+        for report, plaintext in zip(reports, plaintexts):
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:

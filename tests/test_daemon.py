@@ -541,3 +541,45 @@ def test_crash_traceback_holds_no_input_name(appliance, daemons, shared_data, tm
     assert "stage_crashed" in log and "NotADirectoryError" in log
     assert "MRN-471" not in log
     assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 1
+
+
+def _csv_from_wfdb(header: Path, target: Path) -> Path:
+    """A valid ecgd CSV (README convention) holding the WFDB record ``header`` in mV."""
+    import wfdb
+
+    record = wfdb.rdrecord(str(header.with_suffix("")))
+    lines = [f"# fs_hz={record.fs:g}, units=mV", ",".join(record.sig_name)]
+    lines += [",".join(f"{value:.4f}" for value in row) for row in record.p_signal]
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def test_an_undecodable_file_name_is_processed_and_never_crashes_the_daemon(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """A valid CSV dropped under Latin-1 bytes (not UTF-8) gets its report, whose
+    source.file shows the undecodable byte escaped; the daemon keeps running and the name
+    reaches no log line; a second such input that fails gets a readable error file."""
+    latin1_name = os.fsdecode(b"M\xfcller.csv")
+    csv = _csv_from_wfdb(shared_data / "cinc2021" / "HR06004.hea", tmp_path / "good.csv")
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    appliance.drop(csv, latin1_name)
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("not an ecg\n")
+    appliance.drop(garbage, os.fsdecode(b"Schr\xf6der.csv"))
+    wait_for(lambda: appliance.names_in(appliance.done) and [
+        n for n in appliance.names_in(appliance.failed) if n.endswith(".error.json")],
+        60, "the good input done and the bad one failed")
+    assert daemon.process.poll() is None, daemon.log_text()
+    (report,) = appliance.decrypted_reports()
+    assert report["source"]["file"] == "M\\xfcller.csv"
+    (error_file,) = [p for p in appliance.failed.iterdir() if p.name.endswith(".error.json")]
+    error_text = error_file.read_text(encoding="utf-8")  # strict: valid UTF-8 JSON text
+    error = json.loads(error_text)
+    assert error["input"] == "Schr\\xf6der.csv"
+    assert "\\udc" not in error_text and "Schr\\xf6der" not in error["reason"].replace(
+        error["input"], "")
+    log = daemon.log_text()
+    for fragment in ("ller", "der.csv", "\\udcfc", "\\udcf6"):
+        assert fragment not in log
+    assert daemon.terminate() == 0

@@ -66,7 +66,7 @@ from ecgd.config import SpoolConfig
 from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_signal_files
-from ecgd.report import utc_timestamp
+from ecgd.report import readable_text, utc_timestamp
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
@@ -907,10 +907,10 @@ class Spool:
                           name_hash: str) -> None:
         """Write ``NAME.error.json`` beside the failed input durably (temp, fsync, rename)."""
         document = {
-            "reason": reason,
+            "reason": readable_text(reason),
             "time": utc_timestamp(),
             "ecgd_version": ecgd.__version__,
-            "input": original_name,
+            "input": readable_text(original_name),
             "name_hash": name_hash,
         }
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("ascii")
