@@ -436,3 +436,47 @@ def test_inputs_with_the_longest_names_are_quarantined_with_their_error_file(mak
     documents = [json.loads(path.read_text()) for path in error_files(spool_config.failed_dir)]
     assert sorted(document["input"] for document in documents) == names
     assert all(len(path.name.encode()) <= 255 for path in spool_config.failed_dir.iterdir())
+
+
+def test_header_naming_itself_or_another_header_as_data_is_failed(make_spool, spool_config):
+    """A WFDB header naming itself (or another header, in a cycle) as its data file is failed
+    with the reason; before, it waited for itself forever with no error file."""
+    make_spool()
+    drop(spool_config.dir, "self.hea", b"self 1 500 5000\nself.hea 16 1000 16 0 0 0 0 I\n")
+    drop(spool_config.dir, "a.hea", b"a 1 500 5000\nb.hea 16 1000 16 0 0 0 0 I\n")
+    drop(spool_config.dir, "b.hea", b"b 1 500 5000\na.hea 16 1000 16 0 0 0 0 I\n")
+    assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 3)
+    reasons = {path.name: json.loads(path.read_text())["reason"]
+               for path in error_files(spool_config.failed_dir)}
+    assert reasons["self.hea.error.json"] == "self.hea: names a WFDB header as its data file"
+    assert reasons["a.hea.error.json"] == "a.hea: names a WFDB header as its data file"
+    assert os.listdir(spool_config.dir) == []
+
+
+def test_directory_dropped_into_the_spool_is_failed_unread(make_spool, spool_config):
+    """A folder dropped into incoming/ moves to failed/ whole, with its reason; before, it
+    stayed in incoming/ forever. ecgd's own folders inside the spool are left alone."""
+    spool = make_spool()
+    inner = spool_config.dir / "export"
+    inner.mkdir()
+    (inner / "rec.xml").write_bytes(b"<x/>")
+    assert wait_for(lambda: (spool_config.failed_dir / "export.error.json").exists())
+    document = json.loads((spool_config.failed_dir / "export.error.json").read_text())
+    assert document["reason"] == "export: is a directory; refused unread"
+    assert (spool_config.failed_dir / "export" / "rec.xml").read_bytes() == b"<x/>"
+    assert spool.next_ready(SETTLE_S * 3) is None
+
+
+def test_spool_folders_nested_in_the_drop_folder_are_never_refused(make_spool, spool_config,
+                                                                   tmp_path):
+    """processing/, done/ and failed/ configured inside incoming/ are not inputs."""
+    incoming = spool_config.dir
+    spool = make_spool(processing_dir=incoming / "processing", done_dir=incoming / "done",
+                       failed_dir=incoming / "failed", rescan_s=0.2)
+    drop(incoming, "rec.xml", b"<x/>")
+    claimed = take(spool)
+    spool.complete(claimed)
+    drop(incoming, "next.xml", b"<y/>")
+    assert take(spool).original_name == "next.xml"
+    assert sorted(os.listdir(incoming)) == ["done", "failed", "processing"]
+    assert os.listdir(incoming / "failed") == []

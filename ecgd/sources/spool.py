@@ -51,12 +51,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
+    FileSystemMovedEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
@@ -171,7 +175,7 @@ class _Entry:
     """What the scanner knows about one name in the spool dir: stat facts, never content."""
 
     name: str
-    regular: bool
+    file_type: int               # stat.S_IFMT of its lstat mode
     size: int
     mtime_ns: int
     first_seen_s: float          # monotonic
@@ -186,6 +190,14 @@ class _Entry:
 
     def signature(self) -> Tuple[int, int]:
         return (self.size, self.mtime_ns)
+
+    @property
+    def regular(self) -> bool:
+        return self.file_type == stat.S_IFREG
+
+    @property
+    def directory(self) -> bool:
+        return self.file_type == stat.S_IFDIR
 
 
 class _EventForwarder(FileSystemEventHandler):
@@ -210,18 +222,18 @@ class _EventForwarder(FileSystemEventHandler):
             self._overflowed.set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            return
-        if isinstance(event, FileMovedEvent):
+        # Folders are forwarded too: a folder dropped into the spool is refused (the scanner
+        # tells them apart by lstat).
+        if isinstance(event, FileSystemMovedEvent):
             self._put(_GONE, event.src_path)
             self._put(_CLOSED, event.dest_path)  # renamed into place: complete by convention
         elif isinstance(event, FileClosedEvent):
             self._put(_CLOSED, event.src_path)
         elif isinstance(event, FileModifiedEvent):
             self._put(_WRITTEN, event.src_path)
-        elif isinstance(event, FileCreatedEvent):
+        elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
             self._put(_APPEARED, event.src_path)
-        elif isinstance(event, FileDeletedEvent):
+        elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
             self._put(_GONE, event.src_path)
 
 
@@ -244,6 +256,9 @@ class Spool:
         self._log = log
         self._name_key = name_key
         self._dir = Path(os.path.abspath(config.dir))
+        # ecgd's own folders, should they be configured inside the drop folder: never inputs.
+        self._own_dirs = {Path(os.path.abspath(folder)) for folder in (
+            config.processing_dir, config.done_dir, config.failed_dir)}
         self._lock = threading.Lock()
         self._ready_changed = threading.Condition(self._lock)
         self._entries: Dict[str, _Entry] = {}
@@ -306,7 +321,8 @@ class Spool:
             self._observer.schedule(
                 forwarder, str(self._dir), recursive=False,
                 event_filter=[FileMovedEvent, FileClosedEvent, FileModifiedEvent,
-                              FileCreatedEvent, FileDeletedEvent])
+                              FileCreatedEvent, FileDeletedEvent, DirCreatedEvent,
+                              DirMovedEvent, DirDeletedEvent])
             self._observer.start()
         except OSError as exc:
             # Without inotify the periodic rescan still finds every file, only later.
@@ -583,23 +599,25 @@ class Spool:
                 entry.check_s = min(entry.check_s, now_s)  # catch changes whose events were lost
 
     def _observe(self, name: str, now_s: float) -> Optional[_Entry]:
-        """lstat ``name`` into its entry (creating it); None for gone names and directories."""
+        """lstat ``name`` into its entry (creating it); None for gone names and ecgd's own
+        folders. Anything not a regular file (a folder, a symlink) becomes an entry that the
+        scanner refuses."""
         try:
             info = os.lstat(self._dir / name)
         except OSError:
             self._forget(name)
             return None
-        if stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) and self._dir / name in self._own_dirs:
             return None
         entry = self._entries.get(name)
         if entry is None:
-            entry = _Entry(name=name, regular=stat.S_ISREG(info.st_mode), size=info.st_size,
+            entry = _Entry(name=name, file_type=stat.S_IFMT(info.st_mode), size=info.st_size,
                            mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s)
             self._entries[name] = entry
         elif (info.st_size, info.st_mtime_ns) != entry.signature() or \
-                stat.S_ISREG(info.st_mode) != entry.regular:
+                stat.S_IFMT(info.st_mode) != entry.file_type:
             entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
-            entry.regular = stat.S_ISREG(info.st_mode)
+            entry.file_type = stat.S_IFMT(info.st_mode)
             entry.changed_s = now_s
             entry.closed = False
             entry.file_ready = False
@@ -623,11 +641,17 @@ class Spool:
                 if now_s < retry_s:
                     entry.check_s = retry_s
                     continue
-                if not entry.regular:
+                if not entry.regular and not entry.directory:  # never opened: refused at once
                     refusals.append(([entry.name], _not_regular_reason(self._dir / entry.name),
                                      ()))
                     continue
                 self._settle(entry, now_s)
+                if entry.directory:
+                    # Refused once stable, not while a tool may still be filling it.
+                    if entry.file_ready:
+                        refusals.append(([entry.name],
+                                         _not_regular_reason(self._dir / entry.name), ()))
+                    continue
                 if entry.file_ready and entry.size > self._max_input_bytes:
                     refusals.append(([entry.name], _oversize_reason(
                         entry.name, entry.size, self._max_input_bytes), ()))
@@ -667,7 +691,7 @@ class Spool:
         current = self._observe(entry.name, now_s)
         if current is None:
             return
-        if current.signature() == before and current.regular:
+        if current.signature() == before and (current.regular or current.directory):
             current.file_ready = True
         else:
             current.check_s = current.changed_s + wait_s
@@ -727,6 +751,9 @@ class Spool:
             if sanitize_name(name) != name or name in (".", ".."):
                 raise RecordError(f"{header}: names a data file that is not a plain file "
                                   f"name beside it")
+            if name.lower().endswith(".hea"):
+                # Itself, or a header naming this one back: each would wait for the other.
+                raise RecordError(f"{header}: names a WFDB header as its data file")
         return names
 
     def _queue(self, entry: _Entry, now_s: float) -> None:
@@ -1004,6 +1031,8 @@ def _not_regular_reason(path: Path) -> str:
         return f"{path.name}: vanished before it could be checked"
     if stat.S_ISLNK(mode):
         return f"{path.name}: is a symbolic link; refused unread"
+    if stat.S_ISDIR(mode):
+        return f"{path.name}: is a directory; refused unread"
     return f"{path.name}: is not a regular file; refused unread"
 
 
