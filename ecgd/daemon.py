@@ -39,6 +39,7 @@ import sdnotify
 
 from ecgd import __version__
 from ecgd.config import Config
+from ecgd.durable import remove_stale_temporaries
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
 from ecgd.security.keys import RecipientKey, load_recipients
@@ -229,6 +230,18 @@ def _prepare_directories(config: Config) -> None:
     if not os.access(config.reports.dir, os.W_OK | os.X_OK):
         raise ConfigError(f"{config.reports.dir}: report directory is not writable")
     Spool(config.spool, config.limits.max_input_bytes, get_logger(component="spool")).ensure_dirs()
+    # A report write killed between write and rename left a hidden temporary that may hold
+    # a complete report; its input is still in processing and will write it again.
+    for section, folder in (("[reports] dir", config.reports.dir),
+                            ("[spool] failed_dir", config.spool.failed_dir)):
+        try:
+            removed = remove_stale_temporaries(folder)
+        except OSError as exc:
+            raise ConfigError(f"{section}: cannot remove stale temporary files: "
+                              f"{exc.strerror}") from exc
+        if removed:
+            get_logger(component="daemon").info("stale_temporaries_removed", folder=section,
+                                                count=removed)
 
 
 def _check_directories(config: Config) -> List[str]:

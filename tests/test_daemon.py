@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,6 +20,7 @@ from daemon_harness import DaemonProcess, wait_for
 from ecgd.daemon import Job, StageAborted, StageQueue
 from ecgd.security.keys import generate_keys, load_private_key
 from ecgd.report import SCHEMA_PATH
+from ecgd.report_store import list_reports
 from ecgd.security.seal import unseal
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -72,7 +74,8 @@ format = "json"
         return target
 
     def report_files(self) -> List[Path]:
-        return sorted(self.reports.glob("*.ecgr")) if self.reports.exists() else []
+        """The reports, by the folder's naming rule (never a killed write's temporary)."""
+        return list_reports(self.reports)
 
     def decrypted_reports(self) -> List[Dict]:
         return [json.loads(unseal(p.read_bytes(), self.private_key)) for p in self.report_files()]
@@ -583,3 +586,52 @@ def test_an_undecodable_file_name_is_processed_and_never_crashes_the_daemon(
     for fragment in ("ller", "der.csv", "\\udcfc", "\\udcf6"):
         assert fragment not in log
     assert daemon.terminate() == 0
+
+
+def _kill_inside_a_report_write(daemon: DaemonProcess, reports: Path, timeout_s: float) -> bool:
+    """SIGKILL ``daemon`` the moment a hidden temporary appears in ``reports`` (a durable
+    write between its write and its rename); True when one was still there after the kill."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and daemon.process.poll() is None:
+        try:
+            names = os.listdir(reports)
+        except FileNotFoundError:
+            continue
+        if any(name.startswith(".") and name.endswith(".tmp") for name in names):
+            daemon.kill()
+            return any(name.startswith(".") and name.endswith(".tmp")
+                       for name in os.listdir(reports))
+    daemon.kill()
+    return False
+
+
+def test_sigkill_inside_a_report_write_leaves_no_second_copy_of_any_report(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """SIGKILL while a report's temporary file exists (written, not yet renamed), restart:
+    every file in reports/, hidden ones included, decrypts to a distinct report id, one per
+    input; the killed write's temporary is removed at start."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    inputs = _distinct_ludb_inputs(shared_data, staging, 60)
+    for path in inputs:
+        appliance.drop(path)
+    caught = 0
+    for _ in range(6):
+        daemon = daemons(appliance)
+        daemon.wait_ready()
+        caught += _kill_inside_a_report_write(daemon, appliance.reports, 60)
+        if caught >= 2 or len(appliance.names_in(appliance.done)) >= 50:
+            break
+    assert caught >= 1, "no kill landed inside a report write"
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 60, 300, "all 60 inputs done")
+    assert daemon.terminate() == 0
+    ids: Dict[str, List[str]] = {}
+    for name in os.listdir(appliance.reports):
+        report = json.loads(unseal((appliance.reports / name).read_bytes(),
+                                   appliance.private_key))
+        ids.setdefault(report["report_id"], []).append(name)
+    assert {rid: names for rid, names in ids.items() if len(names) > 1} == {}
+    assert len(ids) == 60
+    assert all(names == [f"{rid}.ecgr"] for rid, names in ids.items())
