@@ -635,3 +635,31 @@ def test_sigkill_inside_a_report_write_leaves_no_second_copy_of_any_report(
     assert {rid: names for rid, names in ids.items() if len(names) > 1} == {}
     assert len(ids) == 60
     assert all(names == [f"{rid}.ecgr"] for rid, names in ids.items())
+
+
+def test_an_input_dropped_after_a_flood_is_interpreted_before_the_flood_drains(
+        appliance, daemons, shared_data, tmp_path) -> None:
+    """1500 tiny unreadable files already waiting do not hold back a recording dropped after
+    them: it is done while most of the flood still waits (before: after all of it), and the
+    flood files are failed, each with its reason."""
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for index in range(1500):
+        (staging / f"flood{index:04d}.csv").write_bytes(b"x\n")
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    for index in range(1500):
+        name = f"flood{index:04d}.csv"
+        os.rename(staging / name, appliance.incoming / name)
+    wait_for(lambda: len(appliance.names_in(appliance.failed)) >= 20, 60, "the flood failing")
+    appliance.drop(shared_data / "cinc2021" / "HR06004.mat")
+    appliance.drop(shared_data / "cinc2021" / "HR06004.hea")
+    wait_for(lambda: "HR06004.hea" in appliance.names_in(appliance.done)
+             or daemon.process.poll() is not None, 120, "the recording done")
+    still_waiting = len([n for n in appliance.names_in(appliance.incoming)
+                         if n.startswith("flood")])
+    assert still_waiting >= 1000, f"only {still_waiting} flood files were still waiting"
+    assert daemon.terminate() == 0
+    errors = [n for n in appliance.names_in(appliance.failed) if n.endswith(".error.json")]
+    assert len(errors) >= 20
+    assert "fs_hz" in json.loads((appliance.failed / errors[0]).read_text())["reason"]

@@ -277,9 +277,10 @@ def test_recover_returns_inputs_left_in_processing(make_spool, spool_config, sha
     assert (spool_config.done_dir / "rec.xml").read_bytes() == b"<x/>"
 
 
-def test_burst_of_2000_files_comes_out_in_mtime_order_exactly_once(make_spool, spool_config,
-                                                                   tmp_path):
-    """2000 files dropped at once are each handed out once, oldest mtime first."""
+def test_burst_of_2000_files_comes_out_exactly_once_oldest_first_on_alternate_turns(
+        make_spool, spool_config, tmp_path):
+    """2000 files dropped at once are each handed out once; every other hand-out (the oldest
+    turn) is the oldest input still waiting."""
     spool = make_spool()
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -302,7 +303,12 @@ def test_burst_of_2000_files_comes_out_in_mtime_order_exactly_once(make_spool, s
         claimed = spool.claim(item)
         assert claimed is not None
         spool.complete(claimed)
-    assert [item.mtime_ns for item in handed] == sorted(10**18 + rank for rank in mtimes)
+    waiting = sorted(10**18 + rank for rank in mtimes)
+    for turn, item in enumerate(handed):
+        if turn % 2 == 0:
+            assert item.mtime_ns == waiting[0]
+        waiting.remove(item.mtime_ns)
+    assert waiting == []
     assert len({item.primary.name for item in handed}) == 2000
     assert len(os.listdir(spool_config.done_dir)) == 2000
     assert os.listdir(spool_config.dir) == []
@@ -480,3 +486,25 @@ def test_spool_folders_nested_in_the_drop_folder_are_never_refused(make_spool, s
     assert take(spool).original_name == "next.xml"
     assert sorted(os.listdir(incoming)) == ["done", "failed", "processing"]
     assert os.listdir(incoming / "failed") == []
+
+
+def test_an_arrival_gets_a_turn_before_a_flood_already_waiting(make_spool, spool_config,
+                                                                tmp_path):
+    """Ready inputs are handed out in turns, the oldest waiting and the newest arrival: an
+    input dropped behind 3000 waiting files comes out within two hand-outs of being ready,
+    not after all 3000; on the other turns the flood drains oldest first."""
+    spool = make_spool()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for index in range(3000):
+        path = staging / f"flood{index:04d}.csv"
+        path.write_bytes(b"x\n")
+        os.utime(path, ns=(10**18 + index, 10**18 + index))
+        os.rename(path, spool_config.dir / path.name)
+    assert wait_for(lambda: spool.ready_count() == 3000, timeout_s=60)
+    handed = [take(spool).original_name for _ in range(5)]
+    drop(spool_config.dir, "arrival.csv", b"good\n")
+    assert wait_for(lambda: spool.ready_count() == 2996, timeout_s=60)
+    handed += [take(spool).original_name for _ in range(2)]
+    assert "arrival.csv" in handed[5:]
+    assert handed[0:5:2] == ["flood0000.csv", "flood0001.csv", "flood0002.csv"]

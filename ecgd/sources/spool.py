@@ -183,9 +183,10 @@ class _Entry:
     writing: bool = False        # inotify saw a write not yet followed by a close
     closed: bool = False         # inotify saw a close-after-write / rename-in since the change
     file_ready: bool = False
-    queued: bool = False         # on the ready heap
+    queued: bool = False         # waiting in the ready queue
+    ready_pass: int = 0          # the scanner pass that queued it (later passes: newer)
     taken: bool = False          # handed out by next_ready or being moved by the scanner
-    check_s: float = math.inf    # monotonic time this entry needs another look
+    check_s: float = math.inf    # monotonic time this entry needs another look (on _due)
     data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
 
     def signature(self) -> Tuple[int, int]:
@@ -263,7 +264,18 @@ class Spool:
         self._ready_changed = threading.Condition(self._lock)
         self._entries: Dict[str, _Entry] = {}
         self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
-        self._ready: List[Tuple[int, str]] = []    # heap of (mtime_ns, name)
+        # The ready queue, one set of inputs in two orders (stale items skipped on pop):
+        # oldest mtime first, and latest to become ready first. next_ready takes turns.
+        self._oldest: List[Tuple[int, int, str]] = []  # heap of (0, mtime_ns, name)
+        self._newest: List[Tuple[int, int, str]] = []  # heap of (-ready_pass, mtime_ns, name)
+        self._pass = 0
+        self._ready_total = 0
+        self._newest_turn = False
+        # When each entry needs another look: heap of (check_s, name), stale items skipped,
+        # so an event costs the entries it concerns, not a pass over every entry.
+        self._due: List[Tuple[float, str]] = []
+        self._first_scan_s: Optional[float] = None
+        self._initial_scan_settled = threading.Event()
         self._events: "queue.Queue[Tuple[str, str]]" = queue.Queue(maxsize=_EVENT_QUEUE_MAX)
         self._overflowed = threading.Event()
         # name -> (monotonic retry time, backoff) of inputs that could not be moved; kept
@@ -358,12 +370,23 @@ class Spool:
     def ready_count(self) -> int:
         """Inputs ready and waiting for ``next_ready`` (queue depth)."""
         with self._lock:
-            return sum(1 for _, name in self._ready if self._is_handable(name))
+            return self._ready_total
+
+    def initial_scan_settled(self) -> bool:
+        """True once the files found by the first scan after ``start()`` have had their
+        settle time and been looked at again: those already complete are then ready."""
+        return self._initial_scan_settled.is_set()
 
     # ----------------------------------------------------------------- daemon side
 
     def next_ready(self, timeout_s: float) -> Optional[SpoolItem]:
-        """The oldest ready input (mtime, then name), waiting up to ``timeout_s``; else None.
+        """The next ready input, waiting up to ``timeout_s``; else None.
+
+        Turns alternate between the oldest input waiting (mtime, then name) and the input
+        that became ready last (the oldest of those that became ready together), so an input
+        dropped behind a flood of thousands is taken within two turns while the flood drains
+        from its oldest end. (Newest is judged by when ecgd saw an input ready, which a
+        dropper cannot forge the way it can set an mtime.)
 
         Raises SourceError if the scanner thread died (a bug), so the daemon cannot idle on a
         spool that no longer watches anything.
@@ -374,15 +397,14 @@ class Spool:
                 if self._scanner_error is not None:
                     raise SourceError(f"spool {self._dir}: scanner thread failed: "
                                       f"{type(self._scanner_error).__name__}")
-                while self._ready:
-                    _, name = heapq.heappop(self._ready)
-                    entry = self._entries.get(name)
-                    if entry is None or not self._is_handable(name):
-                        if entry is not None:
-                            entry.queued = False
-                        continue
-                    entry.queued = False
-                    return self._hand_out(entry)
+                lanes = [self._newest, self._oldest]
+                if not self._newest_turn:
+                    lanes.reverse()
+                for lane in lanes:
+                    entry = self._pop_handable(lane)
+                    if entry is not None:
+                        self._newest_turn = lane is self._oldest
+                        return self._hand_out(entry)
                 remaining_s = deadline_s - time.monotonic()
                 if remaining_s <= 0 or self._stopping.is_set():
                     return None
@@ -530,11 +552,20 @@ class Spool:
             if now_s >= next_rescan_s:
                 self._rescan(now_s)
                 next_rescan_s = now_s + self._config.rescan_s
-            self._evaluate_due(time.monotonic())
+                if self._first_scan_s is None:
+                    self._first_scan_s = now_s
+            now_s = time.monotonic()
+            self._evaluate_due(now_s)
+            settled_s = math.inf
+            if not self._initial_scan_settled.is_set() and self._first_scan_s is not None:
+                settled_s = self._first_scan_s + self._config.settle_s
+                if now_s >= settled_s:
+                    self._initial_scan_settled.set()
+                    self._set_wake()
+                    settled_s = math.inf
             with self._lock:
-                next_check_s = min((entry.check_s for entry in self._entries.values()),
-                                   default=math.inf)
-            wait_s = max(0.0, min(next_rescan_s, next_check_s) - time.monotonic())
+                next_check_s = self._due[0][0] if self._due else math.inf
+            wait_s = max(0.0, min(next_rescan_s, next_check_s, settled_s) - time.monotonic())
             try:
                 batch = [self._events.get(timeout=wait_s)]
             except queue.Empty:
@@ -567,7 +598,7 @@ class Spool:
                     entry.writing, entry.closed, entry.file_ready = True, False, False
                 elif kind == _CLOSED:
                     entry.writing, entry.closed = False, True
-                entry.check_s = now_s
+                self._schedule(entry, now_s)
 
     def _rescan(self, now_s: float) -> None:
         try:
@@ -581,7 +612,7 @@ class Spool:
                         if dirent.name not in self._entries:
                             entry = self._observe(dirent.name, now_s)
                             if entry is not None:
-                                entry.check_s = now_s
+                                self._schedule(entry, now_s)
         except OSError as exc:
             if not self._scan_error_logged:
                 self._log.error("spool_scan_failed", reason=exc.strerror or str(exc))
@@ -595,8 +626,11 @@ class Spool:
                 self._forget(name)
             for name in [name for name in self._backoff if name not in seen]:
                 del self._backoff[name]
+            # Catch changes whose events were lost. Queued inputs are left alone (a flood of
+            # them would make every rescan a pass over all): claim() checks them anyway.
             for entry in self._entries.values():
-                entry.check_s = min(entry.check_s, now_s)  # catch changes whose events were lost
+                if not entry.queued:
+                    self._schedule(entry, now_s)
 
     def _observe(self, name: str, now_s: float) -> Optional[_Entry]:
         """lstat ``name`` into its entry (creating it); None for gone names and ecgd's own
@@ -621,6 +655,7 @@ class Spool:
             entry.changed_s = now_s
             entry.closed = False
             entry.file_ready = False
+            self._unqueue(entry)
             if entry.data_names is not None:  # a rewritten header is parsed again
                 for data in entry.data_names:
                     if self._owner.get(data) == name:
@@ -632,14 +667,21 @@ class Spool:
         """Settle files, group WFDB records, queue ready inputs, refuse bad ones."""
         refusals: _Refusals = []
         with self._lock:
-            due = [entry for entry in self._entries.values()
-                   if entry.check_s <= now_s and not entry.taken]
+            self._pass += 1
+            due = []
+            while self._due and self._due[0][0] <= now_s:
+                when_s, name = heapq.heappop(self._due)
+                entry = self._entries.get(name)
+                if entry is None or entry.check_s != when_s:
+                    continue  # gone, or rescheduled since
+                entry.check_s = math.inf
+                if not entry.taken:  # a taken entry is scheduled again when released
+                    due.append(entry)
             headers_to_check: Set[str] = set()
             for entry in due:
-                entry.check_s = math.inf
                 retry_s = self._retry_s(entry.name)
                 if now_s < retry_s:
-                    entry.check_s = retry_s
+                    self._schedule(entry, retry_s)
                     continue
                 if not entry.regular and not entry.directory:  # never opened: refused at once
                     refusals.append(([entry.name], _not_regular_reason(self._dir / entry.name),
@@ -668,7 +710,7 @@ class Spool:
                 for name in names:
                     if name in self._entries:
                         self._entries[name].taken = True
-            if self._ready:
+            if self._ready_total:
                 self._ready_changed.notify_all()
                 self._set_wake()
         for names, reason, also_named in refusals:
@@ -685,7 +727,7 @@ class Spool:
         wait_s = self._config.wfdb_wait_s if (entry.writing or entry.size == 0) \
             else self._config.settle_s
         if now_s - entry.changed_s < wait_s:
-            entry.check_s = entry.changed_s + wait_s
+            self._schedule(entry, entry.changed_s + wait_s)
             return
         before = entry.signature()
         current = self._observe(entry.name, now_s)
@@ -694,7 +736,7 @@ class Spool:
         if current.signature() == before and (current.regular or current.directory):
             current.file_ready = True
         else:
-            current.check_s = current.changed_s + wait_s
+            self._schedule(current, current.changed_s + wait_s)
 
     def _place_standalone(self, entry: _Entry, now_s: float,
                           refusals: _Refusals) -> None:
@@ -702,11 +744,11 @@ class Spool:
             header = self._entries.get(os.path.splitext(entry.name)[0] + ".hea")
             if header is not None and header.data_names is None:
                 # Its header is still being written: whether it names this file is unknown.
-                entry.check_s = now_s + self._config.settle_s
+                self._schedule(entry, now_s + self._config.settle_s)
                 return
             deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
             if now_s < deadline_s:
-                entry.check_s = deadline_s
+                self._schedule(entry, deadline_s)
                 return
             refusals.append(([entry.name], f"{entry.name}: WFDB data file without a header "
                                            f"naming it after {self._config.wfdb_wait_s:g} s", ()))
@@ -735,7 +777,7 @@ class Spool:
             return
         deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
         if now_s < deadline_s:
-            entry.check_s = min(entry.check_s, deadline_s)
+            self._schedule(entry, deadline_s)
             return
         refusals.append(([header] + present,
                          f"{header}: data files never arrived: {', '.join(waiting)}",
@@ -759,11 +801,40 @@ class Spool:
     def _queue(self, entry: _Entry, now_s: float) -> None:
         retry_s = self._retry_s(entry.name)
         if now_s < retry_s:
-            entry.check_s = retry_s  # a claim failed: wait out the backoff
+            self._schedule(entry, retry_s)  # a claim failed: wait out the backoff
             return
         if not entry.queued:
             entry.queued = True
-            heapq.heappush(self._ready, (entry.mtime_ns, entry.name))
+            entry.ready_pass = self._pass
+            self._ready_total += 1
+            heapq.heappush(self._oldest, (0, entry.mtime_ns, entry.name))
+            heapq.heappush(self._newest, (-entry.ready_pass, entry.mtime_ns, entry.name))
+
+    def _unqueue(self, entry: _Entry) -> None:
+        if entry.queued:
+            entry.queued = False
+            self._ready_total -= 1
+
+    def _pop_handable(self, lane: List[Tuple[int, int, str]]) -> Optional[_Entry]:
+        """Pop ``lane`` down to its first input still queued and handable (None: empty).
+        A queued input found not handable leaves the queue; the scanner queues it again."""
+        while lane:
+            ready_pass, mtime_ns, name = heapq.heappop(lane)
+            entry = self._entries.get(name)
+            if entry is None or not entry.queued or entry.mtime_ns != mtime_ns:
+                continue  # taken through the other lane, gone, or rewritten since
+            if lane is self._newest and -ready_pass != entry.ready_pass:
+                continue  # an older turn of an input queued again since
+            self._unqueue(entry)
+            if self._is_handable(name):
+                return entry
+        return None
+
+    def _schedule(self, entry: _Entry, when_s: float) -> None:
+        """Have the scanner look at ``entry`` again at monotonic ``when_s`` (or earlier)."""
+        if when_s < entry.check_s:
+            entry.check_s = when_s
+            heapq.heappush(self._due, (when_s, entry.name))
 
     # ----------------------------------------------------------------- state helpers (locked)
 
@@ -796,17 +867,19 @@ class Spool:
             if changed:
                 entry.file_ready = entry.closed = False
                 entry.changed_s = now_s
-            entry.check_s = min(entry.check_s, max(now_s, self._retry_s(name)))
+            self._schedule(entry, max(now_s, self._retry_s(name)))
         self._wake_scanner()
 
     def _forget(self, name: str) -> None:
         entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._unqueue(entry)
         if entry is not None and entry.data_names:
             for data in entry.data_names:
                 if self._owner.get(data) == name:
                     del self._owner[data]
                     if data in self._entries:
-                        self._entries[data].check_s = time.monotonic()
+                        self._schedule(self._entries[data], time.monotonic())
 
     def _lstat_sig(self, name: str) -> Optional[Tuple[int, int]]:
         try:
