@@ -126,9 +126,15 @@ class LimitsConfig:
     """Input limits that protect the appliance from hostile or broken files."""
 
     max_input_bytes: int = 64 * 1024 * 1024
+    input_time_budget_s: float = 60.0
+    input_memory_budget_mib: int = 512
 
     def __post_init__(self) -> None:
         _require(self.max_input_bytes > 0, "limits", "max_input_bytes", "must be positive")
+        _require(self.input_time_budget_s > 0, "limits", "input_time_budget_s",
+                 "must be positive")
+        _require(self.input_memory_budget_mib > 0, "limits", "input_memory_budget_mib",
+                 "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +148,11 @@ class SpoolConfig:
     settle_s: float = 1.0
     rescan_s: float = 30.0
     wfdb_wait_s: float = 300.0
+    max_crashes: int = 3
 
     def __post_init__(self) -> None:
         _require(self.settle_s >= 0, "spool", "settle_s", "must be >= 0")
+        _require(self.max_crashes >= 1, "spool", "max_crashes", "must be >= 1")
         _require(self.rescan_s > 0, "spool", "rescan_s", "must be positive")
         _require(self.wfdb_wait_s > 0, "spool", "wfdb_wait_s", "must be positive")
         dirs = {"dir": self.dir, "done_dir": self.done_dir, "failed_dir": self.failed_dir,

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import expit
 
 from ecgd.config import QcConfig, WindowConfig
-from ecgd.errors import ConfigError
+from ecgd.errors import ConfigError, RecordError
 from ecgd.model.session import ModelSession
 from ecgd.signal.preprocess import make_preprocessor
 from ecgd.signal.quality import assess_window
@@ -28,6 +29,43 @@ from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 
 _NO_MEASUREMENTS: Dict[str, Any] = {"heart_rate_bpm": None, "rr_ms": [],
                                     "rr_irregularity": None}
+# Accepted windows are preprocessed this many at a time: one batch of a whole long recording
+# peaked at 44 bytes per sample and lead (800 MB for 50 minutes at 500 Hz; 245 MB now).
+_PREPROCESS_CHUNK_WINDOWS = 16
+# Preprocessing holds about three float64 copies of its batch.
+_PREPROCESS_BYTES_PER_SAMPLE = 24
+
+
+@dataclasses.dataclass
+class WorkBudget:
+    """What one input may cost in :meth:`Analyzer.prepare` before it is failed with a reason.
+
+    ``time_s`` of wall time since the budget was made (checked between windows, so one slow
+    step still runs to its end) and ``memory_bytes`` for what prepare will hold (estimated
+    and checked before it is allocated). ``on_progress`` is called at every check: the
+    daemon counts it as progress for the watchdog, so a long input that keeps moving is not
+    taken for a hang.
+    """
+
+    time_s: float = math.inf
+    memory_bytes: float = math.inf
+    on_progress: Optional[Callable[[], None]] = None
+    started_s: float = dataclasses.field(default_factory=time.monotonic)
+
+    def check_time(self) -> None:
+        """RecordError once ``time_s`` has passed."""
+        if self.on_progress is not None:
+            self.on_progress()
+        if time.monotonic() - self.started_s > self.time_s:
+            raise RecordError(f"not interpreted: processing took longer than the per-input "
+                              f"time budget of {self.time_s:g} s ([limits] input_time_budget_s)")
+
+    def check_memory(self, needed_bytes: float) -> None:
+        """RecordError when ``needed_bytes`` exceed ``memory_bytes``."""
+        if needed_bytes > self.memory_bytes:
+            raise RecordError(f"not interpreted: it would need more memory than the per-input "
+                              f"budget of {self.memory_bytes / 2**20:g} MiB "
+                              f"([limits] input_memory_budget_mib)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,13 +139,16 @@ class Analyzer:
     def prepare(self, recording: Recording, source: SourceInfo, pseudonym: Optional[str],
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
                 host: Optional[Mapping[str, Any]] = None,
-                first_window_index: int = 0) -> PreparedRecording:
+                first_window_index: int = 0,
+                budget: Optional[WorkBudget] = None) -> PreparedRecording:
         """Cut windows, run QC and R-peak detection, preprocess the accepted windows.
 
         ``lead_off`` holds the front end's electrode-off bits in ``recording.lead_names``
         order (live sources); they are fed to QC as ``lead_off`` reasons. Windows are
         numbered from ``first_window_index`` (a live stream numbers its windows itself).
+        ``budget`` bounds the work (RecordError when exceeded); none by default.
         """
+        budget = budget or WorkBudget()
         fs_model = self.manifest.fs_hz
         fs_source = recording.fs_hz
         standard = arrange_standard_leads(recording, self.manifest.lead_names)
@@ -129,10 +170,13 @@ class Analyzer:
         model_mv = None
         source_mv = standard.samples_mv
         if source_mv is not None:
+            budget.check_memory(self._peak_bytes(source_mv.shape[0], recording.n_samples,
+                                                 n_model, resampling=fs_source != fs_model))
             model_mv = resample_to(source_mv, fs_source, fs_model)
         source_window = int(round(self.window_samples * fs_source / fs_model))
         prepared = []
         for index, start in enumerate(starts, start=first_window_index):
+            budget.check_time()
             window = dict(base, index=index, start_s=round(start / fs_model, 6),
                           n_samples=self.window_samples)
             if recording.start_time is not None:
@@ -163,13 +207,26 @@ class Analyzer:
 
         t0 = time.perf_counter()
         accepted = [w for w in prepared if w.model_input is not None]
-        if accepted:
-            batch = self.preprocess(np.stack([w.model_input for w in accepted
+        for begin in range(0, len(accepted), _PREPROCESS_CHUNK_WINDOWS):
+            budget.check_time()
+            chunk = accepted[begin:begin + _PREPROCESS_CHUNK_WINDOWS]
+            batch = self.preprocess(np.stack([w.model_input for w in chunk
                                               if w.model_input is not None]))
-            for item, model_input in zip(accepted, batch):
+            for item, model_input in zip(chunk, batch):
                 item.model_input = model_input
         preprocess_ms = (time.perf_counter() - t0) * 1000.0
         return PreparedRecording(source, pseudonym, prepared, read_ms, preprocess_ms, host)
+
+    def _peak_bytes(self, n_leads: int, n_source: int, n_model: int, resampling: bool) -> int:
+        """What ``prepare`` will hold at its peak, beyond the recording itself: the float32
+        lead arrangement, the model-rate copy and the accepted windows' inputs, resample_poly's
+        float64 input and output, one preprocessing chunk. Within 8 % of tracemalloc's peak
+        for 1 to 50 minutes at 500 Hz; up to 1.7x over it when resampling."""
+        peak = n_leads * (4 * n_source + 8 * n_model)
+        if resampling:
+            peak += n_leads * 8 * (n_source + n_model)
+        return peak + (_PREPROCESS_CHUNK_WINDOWS * n_leads * self.window_samples
+                       * _PREPROCESS_BYTES_PER_SAMPLE)
 
     def _lead_off_in_model_order(self, recording: Recording,
                                  lead_off: Optional[Sequence[bool]]) -> Optional[List[bool]]:
@@ -183,8 +240,10 @@ class Analyzer:
                 for name in self.manifest.lead_names]
 
     # -- inference ------------------------------------------------------------------
-    def infer(self, model_inputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, float]:
-        """Logits ``[len(inputs), n_labels]`` in chunks of ``batch_max``; total time in ms."""
+    def infer(self, model_inputs: Sequence[np.ndarray],
+              on_progress: Optional[Callable[[], None]] = None) -> Tuple[np.ndarray, float]:
+        """Logits ``[len(inputs), n_labels]`` in chunks of ``batch_max``; total time in ms.
+        ``on_progress`` is called after each chunk (progress for the daemon's watchdog)."""
         n_labels = len(self.manifest.labels)
         if not model_inputs:
             return np.empty((0, n_labels), dtype=np.float32), 0.0
@@ -194,9 +253,12 @@ class Analyzer:
             batch = np.ascontiguousarray(np.stack(model_inputs[begin:begin + self.batch_max]),
                                          dtype=np.float32)
             chunks.append(self.session.predict_logits(batch))
+            if on_progress is not None:
+                on_progress()
         return np.concatenate(chunks), (time.perf_counter() - t0) * 1000.0
 
-    def infer_recordings(self, prepared: Sequence[PreparedRecording]
+    def infer_recordings(self, prepared: Sequence[PreparedRecording],
+                         on_progress: Optional[Callable[[], None]] = None
                          ) -> List[Tuple[np.ndarray, float]]:
         """Infer the accepted windows of several recordings together, in shared batches of
         up to ``batch_max`` windows (a backlog of one-window inputs then runs at batch speed).
@@ -205,7 +267,8 @@ class Analyzer:
         (proportional to its number of accepted windows).
         """
         counts = [len(item.model_inputs()) for item in prepared]
-        logits, total_ms = self.infer([x for item in prepared for x in item.model_inputs()])
+        logits, total_ms = self.infer([x for item in prepared for x in item.model_inputs()],
+                                      on_progress)
         total = sum(counts)
         results = []
         begin = 0

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pytest
@@ -82,6 +82,11 @@ format = "json"
 
     def names_in(self, folder: Path) -> List[str]:
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+    def inputs_in_processing(self) -> List[Path]:
+        """Input files claimed and not yet done or failed (not the hidden attempt records)."""
+        return [p for p in self.processing.rglob("*") if p.is_file()
+                and not p.name.startswith(".")]
 
 
 def _windows_in_status(status: Optional[str]) -> int:
@@ -386,7 +391,7 @@ def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> 
         appliance.drop(shared_data / "cinc2021" / "HR06001.mat")
         appliance.drop(shared_data / "cinc2021" / "HR06001.hea")
         wait_for(lambda: "reports_unwritable" in daemon.log_text(), 60, "reports_unwritable")
-        assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 2
+        assert len(appliance.inputs_in_processing()) == 2
         assert appliance.names_in(appliance.done) == []
         filler.unlink()
         wait_for(lambda: len(appliance.names_in(appliance.done)) == 2, 60, "recovery")
@@ -500,7 +505,7 @@ def test_crashed_stage_exits_non_zero_and_keeps_the_input(appliance, daemons,
     appliance.drop(shared_data / "cinc2021" / "HR06001.hea")
     assert daemon.process.wait(60) == 1
     assert "stage_crashed" in daemon.log_text()
-    assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 2
+    assert len(appliance.inputs_in_processing()) == 2
     assert len(appliance.report_files()) == 1
 
 
@@ -543,7 +548,7 @@ def test_crash_traceback_holds_no_input_name(appliance, daemons, shared_data, tm
     log = daemon.log_text()
     assert "stage_crashed" in log and "NotADirectoryError" in log
     assert "MRN-471" not in log
-    assert len([p for p in appliance.processing.rglob("*") if p.is_file()]) == 1
+    assert len(appliance.inputs_in_processing()) == 1
 
 
 def _csv_from_wfdb(header: Path, target: Path) -> Path:
@@ -588,53 +593,79 @@ def test_an_undecodable_file_name_is_processed_and_never_crashes_the_daemon(
     assert daemon.terminate() == 0
 
 
-def _kill_inside_a_report_write(daemon: DaemonProcess, reports: Path, timeout_s: float) -> bool:
-    """SIGKILL ``daemon`` the moment a hidden temporary appears in ``reports`` (a durable
-    write between its write and its rename); True when one was still there after the kill."""
+def _kill_when(daemon: DaemonProcess, condition: Callable[[], bool], timeout_s: float) -> bool:
+    """SIGKILL ``daemon`` the moment ``condition`` holds (polled as fast as it can be);
+    whether it held before the daemon went idle or ``timeout_s`` passed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and daemon.process.poll() is None:
-        try:
-            names = os.listdir(reports)
-        except FileNotFoundError:
-            continue
-        if any(name.startswith(".") and name.endswith(".tmp") for name in names):
+        if condition():
             daemon.kill()
-            return any(name.startswith(".") and name.endswith(".tmp")
-                       for name in os.listdir(reports))
+            return True
     daemon.kill()
     return False
 
 
+def _temporaries(folder: Path) -> List[str]:
+    """write_durable's hidden temporaries in ``folder`` (a write between write and rename)."""
+    try:
+        return [name for name in os.listdir(folder)
+                if name.startswith(".") and name.endswith(".tmp")]
+    except FileNotFoundError:
+        return []
+
+
+def _three_window_inputs(shared_data: Path, folder: Path, count: int) -> List[Path]:
+    """``count`` distinct 30-s .npz inputs, three real LUDB records end to end in each."""
+    singles = _distinct_ludb_inputs(shared_data, folder, count + 2)
+    signals = [np.load(path)["signal"] for path in singles]
+    paths = []
+    for index in range(count):
+        path = folder / f"three{index:03d}.npz"
+        np.savez(path, signal=np.concatenate(signals[index:index + 3], axis=1), fs_hz=500.0,
+                 lead_names=np.load(singles[index])["lead_names"], units="mV")
+        paths.append(path)
+    for path in singles:
+        path.unlink()
+    return paths
+
+
 def test_sigkill_inside_a_report_write_leaves_no_second_copy_of_any_report(
         appliance, daemons, shared_data, tmp_path) -> None:
-    """SIGKILL while a report's temporary file exists (written, not yet renamed), restart:
-    every file in reports/, hidden ones included, decrypts to a distinct report id, one per
-    input; the killed write's temporary is removed at start."""
+    """SIGKILL while a report's temporary exists (written, not yet renamed), restart, SIGKILL
+    between two reports of one input, restart: every file in reports/, hidden ones included,
+    decrypts to a distinct report id, exactly one per window of each input (re-processing
+    gave the same ids); the killed write's temporary is removed at start."""
     staging = tmp_path / "staging"
     staging.mkdir()
-    inputs = _distinct_ludb_inputs(shared_data, staging, 60)
+    inputs = _three_window_inputs(shared_data, staging, 12)
     for path in inputs:
         appliance.drop(path)
-    caught = 0
-    for _ in range(6):
-        daemon = daemons(appliance)
-        daemon.wait_ready()
-        caught += _kill_inside_a_report_write(daemon, appliance.reports, 60)
-        if caught >= 2 or len(appliance.names_in(appliance.done)) >= 50:
-            break
-    assert caught >= 1, "no kill landed inside a report write"
     daemon = daemons(appliance)
     daemon.wait_ready()
-    wait_for(lambda: len(appliance.names_in(appliance.done)) == 60, 300, "all 60 inputs done")
+    # Inside a report write: a complete sealed report sits in a hidden temporary.
+    assert _kill_when(daemon, lambda: bool(_temporaries(appliance.reports)), 60)
+    assert _temporaries(appliance.reports), "the kill did not land inside a write"
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    assert _temporaries(appliance.reports) == []
+    # Between two reports of one input: window 0 durable, the input not done.
+    assert _kill_when(daemon, lambda: len(appliance.report_files()) % 3 != 0, 60)
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    wait_for(lambda: len(appliance.names_in(appliance.done)) == 12, 300, "all 12 inputs done")
     assert daemon.terminate() == 0
     ids: Dict[str, List[str]] = {}
+    windows: Dict[str, List[int]] = {}
     for name in os.listdir(appliance.reports):
         report = json.loads(unseal((appliance.reports / name).read_bytes(),
                                    appliance.private_key))
         ids.setdefault(report["report_id"], []).append(name)
+        windows.setdefault(report["source"]["content_sha256"], []).append(
+            report["window"]["index"])
     assert {rid: names for rid, names in ids.items() if len(names) > 1} == {}
-    assert len(ids) == 60
     assert all(names == [f"{rid}.ecgr"] for rid, names in ids.items())
+    assert len(windows) == 12
+    assert all(sorted(indexes) == [0, 1, 2] for indexes in windows.values())
 
 
 def test_an_input_dropped_after_a_flood_is_interpreted_before_the_flood_drains(

@@ -508,3 +508,28 @@ def test_an_arrival_gets_a_turn_before_a_flood_already_waiting(make_spool, spool
     handed += [take(spool).original_name for _ in range(2)]
     assert "arrival.csv" in handed[5:]
     assert handed[0:5:2] == ["flood0000.csv", "flood0001.csv", "flood0002.csv"]
+
+
+def test_wfdb_data_file_written_slowly_in_place_is_taken_only_complete(make_spool,
+                                                                      spool_config,
+                                                                      shared_data):
+    """A header is ready, and its .mat is still being written in place in three parts with
+    pauses longer than settle_s: the record is handed out only after the last part, and
+    what is claimed reads as the whole recording."""
+    spool = make_spool()
+    record = shared_data / "cinc2021" / "E07500"
+    drop(spool_config.dir, "E07500.hea", record.with_suffix(".hea").read_bytes())
+    payload = record.with_suffix(".mat").read_bytes()
+    thirds = [payload[:len(payload) // 3], payload[len(payload) // 3:2 * len(payload) // 3],
+              payload[2 * len(payload) // 3:]]
+    with open(spool_config.dir / "E07500.mat", "wb") as handle:
+        for part in thirds[:2]:
+            handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+            assert spool.next_ready(SETTLE_S * 4) is None
+        handle.write(thirds[2])
+    claimed = take(spool)
+    assert [path.name for path in claimed.files] == ["E07500.hea", "E07500.mat"]
+    assert claimed.files[1].read_bytes() == payload
+    assert wfdb.rdrecord(str(claimed.primary.with_suffix(""))).p_signal.shape == (5000, 12)

@@ -81,6 +81,9 @@ _MAX_NAME_BYTES = 255
 # write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
 _ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
 _EVENT_QUEUE_MAX = 10000
+# An attempt at processing a claimed input: an empty ".attempt-N" file in its claim folder
+# (hidden, so never an input's sanitized name). One left behind is one crash.
+_ATTEMPT_PREFIX = ".attempt-"
 _CLAIM_BACKOFF_INITIAL_S = 1.0
 _CLAIM_BACKOFF_MAX_S = 300.0
 _JOIN_TIMEOUT_S = 10.0
@@ -161,13 +164,15 @@ class ClaimedInput:
     """An input moved into its own folder under processing_dir, ready to be read.
 
     ``original_name`` is the primary's name as dropped (may hold a patient identifier: never
-    log it); ``name_hash`` is what logs show instead.
+    log it); ``name_hash`` is what logs show instead. ``crashes``: how many times the daemon
+    died while processing it (counted by ``begin_attempt``, read back by ``recover``).
     """
 
     primary: Path
     files: Tuple[Path, ...]
     original_name: str
     name_hash: str
+    crashes: int = 0
 
 
 @dataclasses.dataclass
@@ -498,11 +503,45 @@ class Spool:
                           reason=_redact(reason, names, claimed.name_hash))
         return placed
 
+    def begin_attempt(self, claimed: ClaimedInput) -> None:
+        """Record that ``claimed`` is being processed, before it is read.
+
+        If the daemon dies before the input is completed or failed, ``recover`` counts this
+        attempt as a crash. The record survives a SIGKILL at once (it is an empty file).
+        A retry's record is also fsynced, so it survives a power cut that the input may be
+        causing (a brownout under load); a first attempt's is left to the next fsync, because
+        losing it costs one more retry at most. Raises SourceError if it cannot be written.
+        """
+        folder = claimed.primary.parent
+        marker = folder / f"{_ATTEMPT_PREFIX}{claimed.crashes + 1}"
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            if claimed.crashes:
+                fsync_directory(folder)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot record its attempt: "
+                              f"{exc.strerror}") from exc
+
+    def end_attempt(self, claimed: ClaimedInput) -> None:
+        """Withdraw ``begin_attempt``: ``claimed`` stays in processing_dir, but the daemon is
+        stopping cleanly (not a crash). Raises SourceError if the record cannot be removed."""
+        marker = claimed.primary.parent / f"{_ATTEMPT_PREFIX}{claimed.crashes + 1}"
+        try:
+            marker.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot withdraw its attempt: "
+                              f"{exc.strerror}") from exc
+
     def recover(self) -> List[ClaimedInput]:
         """Inputs a crash left in processing_dir, oldest first, to be processed again.
 
         Call before ``start()``. A WFDB header whose data files were still in the spool dir
-        when the claim was cut short gets them back; empty claim folders are removed.
+        when the claim was cut short gets them back; empty claim folders are removed. Each
+        input's ``crashes`` is the number of attempts it was in hand at a crash.
         """
         processing = Path(self._config.processing_dir)
         try:
@@ -529,7 +568,7 @@ class Spool:
             mtime_ns = os.lstat(claimed.primary).st_mtime_ns
             recovered.append((mtime_ns, claimed.primary.name, claimed))
             self._log.info("input_recovered", name_hash=claimed.name_hash,
-                           files=len(claimed.files))
+                           files=len(claimed.files), crashes=claimed.crashes)
         return [claimed for _, _, claimed in sorted(recovered, key=lambda row: row[:2])]
 
     # ----------------------------------------------------------------- scanner thread
@@ -999,8 +1038,13 @@ class Spool:
                             reason=errno.errorcode.get(exc.errno or 0, "OSError"))
 
     def _remove_claim_dir(self, claimed: ClaimedInput) -> None:
+        """Remove the claim folder once its input has left, attempt records included."""
         folder = claimed.primary.parent
-        if folder != Path(self._config.processing_dir) and not any(folder.iterdir()):
+        if folder == Path(self._config.processing_dir):
+            return
+        for marker in _attempt_markers(folder):
+            marker.unlink()
+        if not any(folder.iterdir()):
             folder.rmdir()
 
     def _write_error_file(self, placed_primary: Path, reason: str, original_name: str,
@@ -1017,9 +1061,12 @@ class Spool:
         write_durable(placed_primary.parent, _error_file_name(placed_primary.name), data)
 
     def _recover_folder(self, folder: Path) -> Optional[ClaimedInput]:
+        markers = _attempt_markers(folder)
         files = sorted(child for child in folder.iterdir() if child.is_file()
-                       and not child.is_symlink())
-        if not files:
+                       and not child.is_symlink() and not child.name.startswith("."))
+        if not files:  # the input left; a crash cut the clean-up short
+            for marker in markers:
+                marker.unlink()
             if not any(folder.iterdir()):
                 folder.rmdir()
             return None
@@ -1037,7 +1084,8 @@ class Spool:
                 source = self._dir / name
                 if not target.exists() and source.is_file() and not source.is_symlink():
                     os.rename(source, target)
-            files = sorted(child for child in folder.iterdir() if child.is_file())
+            files = sorted(child for child in folder.iterdir() if child.is_file()
+                           and not child.name.startswith("."))
         # The header's order, as claim() made it: the daemon's content hash (and so the
         # report ids) must not change when an input is recovered.
         named = [folder / name for name in data_names if (folder / name) in files]
@@ -1046,7 +1094,8 @@ class Spool:
         name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
                                                                         self._name_key)
         return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
-                            original_name=primary.name, name_hash=name_hash)
+                            original_name=primary.name, name_hash=name_hash,
+                            crashes=len(markers))
 
 
 def _make_observer() -> Any:
@@ -1075,6 +1124,11 @@ def _make_observer() -> Any:
         )
     Pairing.delay = 0.0
     return InotifyObserver(generate_full_events=True)
+
+
+def _attempt_markers(folder: Path) -> List[Path]:
+    """The attempt records ``begin_attempt`` left in a claim folder."""
+    return [child for child in folder.iterdir() if child.name.startswith(_ATTEMPT_PREFIX)]
 
 
 def _record_line(path: Path) -> str:
