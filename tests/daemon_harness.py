@@ -61,6 +61,11 @@ class NotifySocket:
                     return when
         return None
 
+    def snapshot(self) -> List[Dict[str, str]]:
+        """Every message so far, in order of arrival."""
+        with self._lock:
+            return list(self.messages)
+
     def has(self, key: str, value: Optional[str] = None) -> bool:
         with self._lock:
             return any(key in m and (value is None or m[key] == value) for m in self.messages)
