@@ -207,8 +207,10 @@ class Supervisor:
         daemon = self.current
         if daemon.process.poll() is None:
             try:
-                daemon.terminate(60)
+                code = daemon.terminate(60)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+                code = daemon.process.returncode
+            self.endings.append(f"signal {-code}" if code < 0 else f"exit {code}")
         for run in self.runs:
             run.close()
