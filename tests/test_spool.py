@@ -533,3 +533,33 @@ def test_wfdb_data_file_written_slowly_in_place_is_taken_only_complete(make_spoo
     assert [path.name for path in claimed.files] == ["E07500.hea", "E07500.mat"]
     assert claimed.files[1].read_bytes() == payload
     assert wfdb.rdrecord(str(claimed.primary.with_suffix(""))).p_signal.shape == (5000, 12)
+
+
+def test_attempts_left_by_crashes_are_counted_and_leave_with_the_input(make_spool,
+                                                                       spool_config):
+    """An attempt begun and never ended (the daemon died) is one crash for recover(); a
+    withdrawn attempt (clean stop) is none; done and failed inputs take their records
+    along, so processing/ is empty."""
+    first = make_spool()
+    drop(spool_config.dir, "crasher.xml", b"<x/>")
+    drop(spool_config.dir, "stopped.xml", b"<y/>")
+    crasher, stopped = take(first), take(first)
+    first.begin_attempt(crasher)
+    first.begin_attempt(stopped)
+    first.end_attempt(stopped)
+    first.stop()
+    counts = []
+    for _ in range(2):  # two more lives, each dying with the crasher in hand
+        spool = make_spool(start=False)
+        recovered = {item.original_name: item for item in spool.recover()}
+        counts.append({name: item.crashes for name, item in recovered.items()})
+        spool.begin_attempt(recovered["crasher.xml"])
+    assert counts == [{"crasher.xml": 1, "stopped.xml": 0}, {"crasher.xml": 2, "stopped.xml": 0}]
+    last = make_spool(start=False)
+    recovered = {item.original_name: item for item in last.recover()}
+    assert recovered["crasher.xml"].crashes == 3
+    assert [path.name for path in recovered["crasher.xml"].files] == ["crasher.xml"]
+    last.fail(recovered["crasher.xml"], "crashed the daemon 3 times")
+    last.complete(recovered["stopped.xml"])
+    assert os.listdir(spool_config.processing_dir) == []
+    assert (spool_config.done_dir / "stopped.xml").read_bytes() == b"<y/>"
