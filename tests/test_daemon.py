@@ -702,3 +702,61 @@ def test_an_input_dropped_after_a_flood_is_interpreted_before_the_flood_drains(
     errors = [n for n in appliance.names_in(appliance.failed) if n.endswith(".error.json")]
     assert len(errors) >= 20
     assert "fs_hz" in json.loads((appliance.failed / errors[0]).read_text())["reason"]
+
+
+def _long_input(shared_data: Path, folder: Path, minutes: int) -> Path:
+    """A real LUDB record repeated to ``minutes`` of 12-lead .npz (one window per 10 s)."""
+    (one,) = _distinct_ludb_inputs(shared_data, folder, 1)
+    arrays = dict(np.load(one))
+    arrays["signal"] = np.tile(arrays["signal"], (1, minutes * 6))
+    path = folder / f"long-{minutes}min.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_an_input_over_the_memory_budget_is_failed_and_the_next_one_interpreted(
+        tmp_path, reference_manifest, daemons, shared_data) -> None:
+    """[limits] input_memory_budget_mib: a 20-minute input whose preparation would need more
+    is failed with a reason naming the option, before it is interpreted; a 10-s input
+    dropped after it is interpreted, and the daemon keeps running."""
+    appliance = Appliance(tmp_path / "appliance", reference_manifest,
+                          "[limits]\ninput_memory_budget_mib = 64\n")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    long_input = _long_input(shared_data, staging, 20)
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    appliance.drop(long_input)
+    wait_for(lambda: f"{long_input.name}.error.json" in appliance.names_in(appliance.failed),
+             120, "the long input failed")
+    appliance.drop(shared_data / "cinc2021" / "HR06004.mat")
+    appliance.drop(shared_data / "cinc2021" / "HR06004.hea")
+    wait_for(lambda: "HR06004.hea" in appliance.names_in(appliance.done), 120,
+             "the short input done")
+    reason = json.loads((appliance.failed / f"{long_input.name}.error.json").read_text())["reason"]
+    assert "per-input budget of 64 MiB ([limits] input_memory_budget_mib)" in reason
+    assert [r["source"]["file"] for r in appliance.decrypted_reports()] == ["HR06004.hea"]
+    assert daemon.process.poll() is None
+
+
+def test_an_input_over_the_time_budget_is_failed_with_its_reason(
+        tmp_path, reference_manifest, daemons, shared_data) -> None:
+    """[limits] input_time_budget_s: an input still being prepared when its budget has run
+    out is failed with a reason naming the option, no report of it is written, and the
+    daemon keeps pinging. (1 ms: reading and hashing 20 minutes of samples take longer.)"""
+    appliance = Appliance(tmp_path / "appliance", reference_manifest,
+                          "[limits]\ninput_time_budget_s = 0.001\n")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    long_input = _long_input(shared_data, staging, 20)
+    daemon = daemons(appliance)
+    daemon.wait_ready()
+    appliance.drop(long_input)
+    wait_for(lambda: f"{long_input.name}.error.json" in appliance.names_in(appliance.failed),
+             120, "the long input failed")
+    reason = json.loads((appliance.failed / f"{long_input.name}.error.json").read_text())["reason"]
+    assert "time budget of 0.001 s ([limits] input_time_budget_s)" in reason
+    assert appliance.report_files() == []
+    pings = daemon.notify.count("WATCHDOG")
+    wait_for(lambda: daemon.notify.count("WATCHDOG") > pings, 30, "a ping after the failure")
+    assert daemon.process.poll() is None
