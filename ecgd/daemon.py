@@ -42,7 +42,13 @@ from ecgd.config import Config
 from ecgd.durable import remove_stale_temporaries
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError, SourceError
 from ecgd.host import HostHealth, read_host_health
-from ecgd.security.keys import RecipientKey, load_recipients
+from ecgd.security.keys import (
+    RecipientKey,
+    SigningKey,
+    credential_or_file,
+    load_recipients,
+    load_signing_key,
+)
 from ecgd.logs import get_logger
 from ecgd.model.session import ModelSession
 from ecgd.patient import PatientStore
@@ -50,9 +56,9 @@ from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo, WorkBudget
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, readable_text, utc_timestamp
+from ecgd.report import readable_text, utc_timestamp
 from ecgd.report_store import report_file_name
-from ecgd.security.seal import ensure_private_dir, seal, write_durable
+from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
@@ -214,6 +220,7 @@ class Resources:
     analyzer: Analyzer
     recipients: List[RecipientKey]
     pseudonym_key: bytes
+    signing_key: SigningKey
 
 
 def _prepare_directories(config: Config) -> None:
@@ -274,13 +281,14 @@ def _check_directories(config: Config) -> List[str]:
 def _open_analyzer(config: Config) -> Analyzer:
     session = ModelSession.open(config.model.manifest, threads=config.model.threads)
     return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max)
+                    config.model.batch_max, keep_waveform=config.reports.waveform)
 
 
 def check_config(config: Config) -> List[str]:
     """Every problem ``run`` would refuse to start on, one line each (empty: all good)."""
     problems = _check_directories(config)
     for step in (lambda: load_recipients(config.reports.recipients),
+                 lambda: _load_signing_key(config),
                  lambda: load_pseudonym_key(config.privacy),
                  lambda: _open_analyzer(config)):
         try:
@@ -290,12 +298,19 @@ def check_config(config: Config) -> List[str]:
     return problems
 
 
+def _load_signing_key(config: Config) -> SigningKey:
+    """This appliance's signing key: the systemd credential if present, else the key file."""
+    return load_signing_key(credential_or_file(config.reports.signing_credential,
+                                               config.reports.signing_key_file))
+
+
 def load_resources(config: Config) -> Resources:
     """Verify keys and directories, load the model and open its ONNX session (or raise)."""
     recipients = load_recipients(config.reports.recipients)
+    signing_key = _load_signing_key(config)
     pseudonym_key = load_pseudonym_key(config.privacy)
     _prepare_directories(config)
-    return Resources(_open_analyzer(config), recipients, pseudonym_key)
+    return Resources(_open_analyzer(config), recipients, pseudonym_key, signing_key)
 
 
 class Daemon:
@@ -305,6 +320,7 @@ class Daemon:
         self.config = config
         self.analyzer = resources.analyzer
         self.recipients = resources.recipients
+        self.signing_key = resources.signing_key
         self.pseudonym_key = resources.pseudonym_key
         self.log = get_logger(component="daemon")
         self.notifier = sdnotify.SystemdNotifier()
@@ -736,11 +752,14 @@ class Daemon:
                     self._file_left_the_stages()
 
     def _write_job(self, job: Job) -> None:
-        plaintexts: List[bytes] = []
+        sealed_reports: List[bytes] = []
         if job.error is None:
+            # Every report is sealed before any is written: one that cannot be serialised
+            # fails its input, never the appliance.
             try:
-                plaintexts = [dumps_report(report).encode("utf-8") for report in job.reports]
-            except Exception as exc:  # one input's report must not stop the appliance
+                sealed_reports = [seal_report(report, self.recipients, self.signing_key)
+                                  for report in job.reports]
+            except Exception as exc:
                 job.error = self._error_reason(job, exc)
         if job.error is not None:
             if job.claimed is not None:
@@ -749,7 +768,7 @@ class Daemon:
                 self.log.warning("live_window_failed", reason=job.error)
             return
         input_hash = job.claimed.name_hash if job.claimed is not None else None
-        if not self._write_reports(job.reports, plaintexts, input_hash=input_hash,
+        if not self._write_reports(job.reports, sealed_reports, input_hash=input_hash,
                                    started=job.started):
             # Stopping while reports are unwritable: the input stays in processing, and its
             # attempt did not crash the daemon.
@@ -766,19 +785,19 @@ class Daemon:
         with self._fail_lock:
             self.counters.inputs_failed += 1
 
-    def _write_reports(self, reports: List[Dict[str, Any]], plaintexts: List[bytes],
+    def _write_reports(self, reports: List[Dict[str, Any]], sealed_reports: List[bytes],
                        input_hash: Optional[str], started: float) -> bool:
-        """Seal and durably write every report (``plaintexts``: each one serialised),
+        """Durably write every report (``sealed_reports``: each one's sealed file),
         retrying while the disk refuses.
 
         Returns False only when asked to stop before the reports could be written.
         """
-        for report, plaintext in zip(reports, plaintexts):
+        for report, sealed in zip(reports, sealed_reports):
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report_file_name(report["report_id"]),
-                                  seal(plaintext, self.recipients))
+                                  sealed)
                     break
                 except SealError as exc:
                     if not self._seal_failing:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ecgd import __version__
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "report.schema.json"
 
 # Fixed namespace for report ids: uuid5(NAMESPACE_URL, "https://ecgd.invalid/report").
@@ -88,8 +88,13 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
                  window: Mapping[str, Any], qc_status: str, qc_score: Optional[float],
                  qc_reasons: Sequence[str], measurements: Mapping[str, Any], model: ModelInfo,
                  findings: List[Dict[str, Any]], timing_ms: Mapping[str, float],
-                 host: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC and model."""
+                 host: Optional[Mapping[str, Any]] = None,
+                 waveform: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC and model.
+
+    ``waveform`` (``ecgd.report_waveform.encode_waveform``) comes last, so the readable
+    fields lead a JSON line.
+    """
     warnings = []
     if qc_status != "accepted":
         warnings.append("quality control rejected this window (" + ", ".join(qc_reasons)
@@ -117,6 +122,8 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
         report["warning"] = "; ".join(warnings)
     if host is not None:
         report["host"] = dict(host)
+    if waveform is not None:
+        report["waveform"] = dict(waveform)
     return report
 
 

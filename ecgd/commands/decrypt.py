@@ -1,68 +1,60 @@
-"""``ecgd decrypt --key PRIVATE_KEY FILE...``: print sealed reports as JSON lines."""
+"""``ecgd decrypt --key IDENTITY --appliances DIR [--summary | --pretty] FILE...``: verified
+reports as JSON lines, one summary line each, or indented JSON."""
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from ecgd.commands.station_keys import add_station_key_arguments
 from ecgd.errors import TamperedError
-from ecgd.security.keys import load_private_key
-from ecgd.security.seal import unseal
 
 EXIT_UNREADABLE = 1
-# Sealed reports are kilobytes; a far larger file is not one and is not read whole.
-_SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "decrypt",
-        help="decrypt sealed reports and print their JSON, one per line",
+        help="verify and decrypt sealed reports: JSON lines, a summary line each, or "
+             "indented JSON",
         description=(
-            "Decrypt each FILE with the private key and print its JSON report on one line of "
-            "stdout. A file that fails authentication (modified, truncated, not sealed to this "
-            "key) is named on stderr with the reason, the others are still printed, and the "
-            f"exit code is {TamperedError.exit_code}; an unreadable file exits "
-            f"{EXIT_UNREADABLE}."
+            "Check each FILE's appliance signature against the enrolled appliances, decrypt "
+            "it with the station's age identity and print one JSON line "
+            '{"signer": {"appliance": NAME, "key_id": ID}, "report": {...}} (--summary: one '
+            "readable line per report; --pretty: the same object as indented JSON). A file "
+            "that fails a check (unsigned, unknown signer, signature mismatch, modified, "
+            "truncated, not sealed to this identity, not a report) is named on stderr with the "
+            "check, the others are still printed, and the exit code is "
+            f"{TamperedError.exit_code}; an unreadable file exits {EXIT_UNREADABLE}."
         ),
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
-                        help="the recipient private key (NAME.key from ecgd keygen)")
+    add_station_key_arguments(parser)
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--summary", action="store_true",
+                      help="one line per report: time, pseudonym prefix, QC verdict, rate, "
+                           "top finding, report id, signer")
+    form.add_argument("--pretty", action="store_true", help="indented JSON")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
                         help="sealed report files")
-    parser.set_defaults(handler=run)
-
-
-def _read_sealed(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        data = handle.read(_SEALED_MAX_BYTES + 1)
-    if len(data) > _SEALED_MAX_BYTES:
-        raise TamperedError(f"larger than {_SEALED_MAX_BYTES} bytes, not a sealed report")
-    return data
+    parser.set_defaults(handler=run, summary=False, pretty=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    private_key = load_private_key(args.key)
-    exit_code = 0
-    for path in args.files:
-        try:
-            plaintext = unseal(_read_sealed(path), private_key)
-            report = json.loads(plaintext.decode("utf-8"))
-        except OSError as exc:
-            print(f"ecgd: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-            exit_code = max(exit_code, EXIT_UNREADABLE)
-            continue
-        except TamperedError as exc:
-            print(f"ecgd: {path}: {exc}", file=sys.stderr)
-            exit_code = max(exit_code, TamperedError.exit_code)
-            continue
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            # Authentic but not JSON: sealed by something other than ecgd's report writer.
-            print(f"ecgd: {path}: decrypted, but the content is not a JSON report",
-                  file=sys.stderr)
-            exit_code = max(exit_code, TamperedError.exit_code)
-            continue
-        print(json.dumps(report, ensure_ascii=False, separators=(",", ":")), flush=True)
-    return exit_code
+    # The reading-station package is imported here, not at the top: the appliance imports
+    # every command module and must not load the station.
+    from ecgd.station.opener import ReportOpener
+    from ecgd.station.terminal import summary_line
+    from ecgd.station.view import open_views
+
+    opener = ReportOpener(args.key, args.appliances)
+    if args.summary:
+        for view in open_views(opener, args.files, with_waveform=False):
+            print(summary_line(view), flush=True)
+        return opener.exit_code
+    indent = 2 if args.pretty else None
+    separators = None if args.pretty else (",", ":")
+    for opened in opener.open_each(args.files):
+        print(json.dumps({"signer": opened.signer_fields(), "report": opened.report},
+                         ensure_ascii=False, indent=indent, separators=separators), flush=True)
+    return opener.exit_code
