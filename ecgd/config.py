@@ -163,10 +163,13 @@ class LimitsConfig:
     # leads x samples one input may decode to: about 65 bytes each at the peak of analysing
     # a 100-Hz recording (resampled to 500 Hz), so the default keeps one input under 1 GB
     max_input_samples: int = 8_000_000
+    input_time_budget_s: float = 60.0
 
     def __post_init__(self) -> None:
         _require(self.max_input_bytes > 0, "limits", "max_input_bytes", "must be positive")
         _require(self.max_input_samples > 0, "limits", "max_input_samples", "must be positive")
+        _require(self.input_time_budget_s > 0, "limits", "input_time_budget_s",
+                 "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +183,11 @@ class SpoolConfig:
     settle_s: float = 1.0
     rescan_s: float = 30.0
     wfdb_wait_s: float = 300.0
+    max_crashes: int = 3
 
     def __post_init__(self) -> None:
         _require(self.settle_s >= 0, "spool", "settle_s", "must be >= 0")
+        _require(self.max_crashes >= 1, "spool", "max_crashes", "must be >= 1")
         _require(self.rescan_s > 0, "spool", "rescan_s", "must be positive")
         _require(self.wfdb_wait_s > 0, "spool", "wfdb_wait_s", "must be positive")
         dirs = {"dir": self.dir, "done_dir": self.done_dir, "failed_dir": self.failed_dir,

@@ -43,17 +43,18 @@ import sdnotify
 from ecgd import __version__
 from ecgd.config import Config
 from ecgd.daemon_state import FORMAT_VERSION, free_bytes, write_state
-from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
+from ecgd.durable import remove_stale_temporaries
+from ecgd.errors import ConfigError, EcgdError, RecordError, SealError, SourceError
 from ecgd.host import HostHealth, read_host_health
 from ecgd.security.keys import RecipientKey, SigningKey, load_recipients
 from ecgd.logs import get_logger
 from ecgd.patient import PatientStore
-from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
+from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo, WorkBudget
 from ecgd.preflight import load_appliance_signing_key, open_analyzer
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import utc_timestamp
+from ecgd.report import readable_text, utc_timestamp
 from ecgd.report_store import report_file_name
 from ecgd.retention import Retention
 from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
@@ -140,8 +141,9 @@ class StageQueue:
 
     ``put`` blocks while the queue holds ``capacity_windows`` or more (a job larger than the
     capacity still passes when the queue is empty), so memory stays bounded in a backlog and
-    the producer is slowed down instead of anything being dropped (live jobs excepted). ``get_nowait`` lets the
-    inference stage gather every job already waiting into one batch without waiting for more.
+    the producer is slowed down instead of anything being dropped. A live job passes at once
+    unless another live job is already waiting. ``get_nowait`` lets the inference stage
+    gather every job already waiting into one batch without waiting for more.
     """
 
     def __init__(self, capacity_windows: int, abort: threading.Event) -> None:
@@ -155,10 +157,11 @@ class StageQueue:
     def put(self, job: Optional[Job]) -> None:
         """Enqueue ``job`` (None: end of stream, after everything already queued)."""
         weight = job.n_windows if job is not None else 0
-        # A live job never waits for room: the daemon keeps at most one in flight, and it
-        # must not queue behind a spool backlog.
-        bounded = job is None or not job.live
         with self._changed:
+            # A live job does not wait for room behind a spool backlog; but only one at a
+            # time passes the bound, so live jobs cannot pile up behind a stalled writer (the
+            # live source's queue then drops its oldest windows instead).
+            bounded = job is None or not job.live or bool(self._live)
             while bounded and self._windows and self._windows + weight > self._capacity:
                 if self._abort.is_set():
                     raise StageAborted()
@@ -237,6 +240,18 @@ def _prepare_directories(config: Config) -> None:
     if not os.access(config.reports.dir, os.W_OK | os.X_OK):
         raise ConfigError(f"{config.reports.dir}: report directory is not writable")
     Spool(config.spool, config.limits.max_input_bytes, get_logger(component="spool")).ensure_dirs()
+    # A report write killed between write and rename left a hidden temporary that may hold
+    # a complete report; its input is still in processing and will write it again.
+    for section, folder in (("[reports] dir", config.reports.dir),
+                            ("[spool] failed_dir", config.spool.failed_dir)):
+        try:
+            removed = remove_stale_temporaries(folder)
+        except OSError as exc:
+            raise ConfigError(f"{section}: cannot remove stale temporary files: "
+                              f"{exc.strerror}") from exc
+        if removed:
+            get_logger(component="daemon").info("stale_temporaries_removed", folder=section,
+                                                count=removed)
 
 
 def load_resources(config: Config) -> Resources:
@@ -281,6 +296,14 @@ class Daemon:
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
         self._recovered: Deque[ClaimedInput] = collections.deque()
+        # Spool inputs still owed a turn before the next recovered input (None: not counted
+        # yet, the spool's startup scan has not settled).
+        self._turns_owed: Optional[int] = None
+        # Spool inputs handed to the stages and not yet done, failed or left in processing;
+        # a recovered input that crashed the daemon before goes alone (``_solo``).
+        self._files_in_flight = 0
+        self._solo = False
+        self._in_flight_lock = threading.Lock()
         self._live_windows_cut = 0  # every window the live source cut, dropped ones included
         self._started_at = utc_timestamp()
         self._last_window: Optional[Dict[str, Any]] = None  # time, latency, QC of the last
@@ -323,7 +346,7 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT, drain, return the exit code."""
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self._recovered = collections.deque(self.spool.recover())
+        self._recovered = collections.deque(self._quarantine_crashers(self.spool.recover()))
         self.retention.check_free_space()  # before the first input is taken
         self.retention.start()
         self.spool.start()
@@ -342,7 +365,8 @@ class Daemon:
             self.notifier.notify("READY=1\nSTATUS=" + self._status_text())
             self._write_state("ready")
             next_host_poll = time.monotonic() + self.config.host.poll_s
-            while not self.stop_event.wait(1.0):
+            # Ping well inside the watchdog interval, however short systemd makes it.
+            while not self.stop_event.wait(min(1.0, self.watchdog_s / 4)):
                 if time.monotonic() >= next_host_poll:
                     self._poll_host()
                     next_host_poll = time.monotonic() + self.config.host.poll_s
@@ -371,16 +395,35 @@ class Daemon:
         # A dead stage is a failure: exit non-zero so systemd (Restart=on-failure) restarts us.
         return 1 if self._stage_crashed else 0
 
+    def _quarantine_crashers(self, recovered: List[ClaimedInput]) -> List[ClaimedInput]:
+        """Fail the recovered inputs that were in hand at ``[spool] max_crashes`` crashes;
+        return the others, to be retried."""
+        retry = []
+        for claimed in recovered:
+            if claimed.crashes < self.config.spool.max_crashes:
+                retry.append(claimed)
+                continue
+            try:
+                self._fail(claimed, f"crashed the daemon {claimed.crashes} times; "
+                                    f"not tried again ([spool] max_crashes)")
+            except SourceError as exc:  # left in processing, not retried: never a loop
+                self.log.error("input_quarantine_failed", input=claimed.name_hash,
+                               reason=str(exc))
+        return retry
+
     def _request_stop(self, signum: int, _frame: Any) -> None:
         self.stop_event.set()
         self._wake.set()
 
     def _notify_health(self) -> None:
         now = time.monotonic()
-        progressing = all(since is None or now - since < self.watchdog_s / 2
-                          for since in list(self._busy_since.values()))
+        stalled = [f"{stage} {now - since:.1f} s"
+                   for stage, since in list(self._busy_since.items())
+                   if since is not None and now - since >= self.watchdog_s / 2]
         message = "STATUS=" + self._status_text()
-        if progressing:
+        if stalled:  # no ping: systemd restarts us if this lasts the watchdog interval
+            message += "; stalled: " + ", ".join(stalled)
+        else:
             message = "WATCHDOG=1\n" + message
         self.notifier.notify(message)
 
@@ -506,8 +549,16 @@ class Daemon:
                     # space left is for live windows' reports. Resuming sets the wake event.
                     self._wake.wait(_RECHECK_S * 2)
                     continue
-                if self._recovered:
-                    self._prepare_claimed(self._recovered.popleft())
+                if self._solo and self._files_in_flight:
+                    self._wake.wait(_RECHECK_S)  # a suspect goes alone: nothing else yet
+                    continue
+                if self._recovered_turn():
+                    suspect = self._recovered[0].crashes > 0
+                    if suspect and self._files_in_flight:
+                        self._wake.wait(_RECHECK_S)  # let the stages drain: it goes alone
+                        continue
+                    self._prepare_claimed(self._recovered.popleft(), alone=suspect)
+                    self._turns_owed = self.spool.ready_count()
                     continue
                 item = self.spool.next_ready(timeout_s=0)
                 if item is not None:
@@ -515,6 +566,8 @@ class Daemon:
                     taken = self.spool.claim(item)
                     self._busy_since["prepare"] = None
                     if taken is not None:
+                        if self._turns_owed:
+                            self._turns_owed -= 1
                         self._prepare_claimed(taken)
                     continue
                 self._wake.wait(_RECHECK_S * 2)
@@ -522,14 +575,36 @@ class Daemon:
             if not self._abort.is_set():
                 self._to_infer.put(None)
 
-    def _prepare_claimed(self, claimed: ClaimedInput) -> None:
+    def _recovered_turn(self) -> bool:
+        """Whether the next recovered input goes now. Recovered inputs (one of them may have
+        crashed the daemon) wait for the inputs already in the spool: until the startup scan
+        has settled, then until each input waiting at that moment (or at the last recovered
+        input's turn) has been taken, or none is waiting."""
+        if not self._recovered or not self.spool.initial_scan_settled():
+            return False
+        if self._turns_owed is None:
+            self._turns_owed = self.spool.ready_count()
+        return self._turns_owed <= 0 or self.spool.ready_count() == 0
+
+    def _prepare_claimed(self, claimed: ClaimedInput, alone: bool = False) -> None:
+        """Read and prepare ``claimed`` (``alone``: nothing else is taken until it is done)
+        and hand it to inference, or fail it with its reason."""
         self._busy_since["prepare"] = time.monotonic()
         started = time.perf_counter()
         try:
+            self.spool.begin_attempt(claimed)
+        except SourceError as exc:  # counting crashes protects the daemon; never blocks work
+            self.log.error("input_attempt_unrecorded", input=claimed.name_hash,
+                           reason=str(exc))
+        limits = self.config.limits
+        budget = WorkBudget(time_s=limits.input_time_budget_s,
+                            on_progress=functools.partial(self._mark_progress, "prepare"))
+        try:
             try:
-                recording = read_recording(claimed.primary, self.config.limits.max_input_bytes,
-                                           self.config.limits.max_input_samples)
+                recording = read_recording(claimed.primary, limits.max_input_bytes,
+                                           limits.max_input_samples)
                 digest = content_sha256(list(claimed.files))
+                budget.check_time()
             except RecordError as exc:
                 self._fail(claimed, str(exc))
                 return
@@ -537,12 +612,12 @@ class Daemon:
             pseudonym = (pseudonymize(recording.patient_id, self.pseudonym_key)
                          if recording.patient_id else None)
             source = SourceInfo(
-                fields={"kind": "file", "file": claimed.original_name,
+                fields={"kind": "file", "file": readable_text(claimed.original_name),
                         "format": recording.format, "content_sha256": digest},
                 id_seed=f"file:{digest}")
             try:
                 prepared = self.analyzer.prepare(recording, source, pseudonym, read_ms,
-                                                 host=self.host.as_dict())
+                                                 host=self.host.as_dict(), budget=budget)
             except EcgdError as exc:
                 self._fail(claimed, str(exc))
                 return
@@ -554,7 +629,22 @@ class Daemon:
             return
         finally:
             self._busy_since["prepare"] = None
+        with self._in_flight_lock:
+            self._files_in_flight += 1
+            self._solo = alone
         self._to_infer.put(job)
+
+    def _mark_progress(self, stage: str) -> None:
+        """A long item moved on: the watchdog counts from here, not from its start."""
+        self._busy_since[stage] = time.monotonic()
+
+    def _file_left_the_stages(self) -> None:
+        """Called by the writer once a file job is done, failed or left in processing."""
+        with self._in_flight_lock:
+            self._files_in_flight -= 1
+            if not self._files_in_flight:
+                self._solo = False
+        self._wake.set()
 
     def _prepare_live(self, live: LiveWindow) -> None:
         self._busy_since["prepare"] = time.monotonic()
@@ -633,7 +723,7 @@ class Daemon:
                 windows += len(job.prepared.model_inputs())
             self._busy_since[stage] = time.monotonic()
             try:
-                self._infer_jobs(jobs)
+                self._infer_jobs(jobs, stage)
             finally:
                 self._busy_since[stage] = None
                 if any(job.live for job in jobs):
@@ -648,15 +738,17 @@ class Daemon:
         if last:
             self._to_write.put(None)
 
-    def _infer_jobs(self, jobs: List[Job]) -> None:
+    def _infer_jobs(self, jobs: List[Job], stage: str) -> None:
         """Reports for ``jobs``, inferred in shared batches. A refused batch is retried input
         by input, so one bad input cannot fail the others with it."""
         try:
-            results = self.analyzer.infer_recordings([job.prepared for job in jobs])
+            results = self.analyzer.infer_recordings(
+                [job.prepared for job in jobs],
+                on_progress=functools.partial(self._mark_progress, stage))
         except Exception as exc:
             if len(jobs) > 1:
                 for job in jobs:
-                    self._infer_jobs([job])
+                    self._infer_jobs([job], stage)
                 return
             jobs[0].error = self._error_reason(jobs[0], exc)
             return
@@ -689,8 +781,19 @@ class Daemon:
                 self._write_job(job)
             finally:
                 self._busy_since["write"] = None
+                if job.claimed is not None:
+                    self._file_left_the_stages()
 
     def _write_job(self, job: Job) -> None:
+        sealed_reports: List[bytes] = []
+        if job.error is None:
+            # Every report is sealed before any is written: one that cannot be serialised
+            # fails its input, never the appliance.
+            try:
+                sealed_reports = [seal_report(report, self.recipients, self.signing_key)
+                                  for report in job.reports]
+            except Exception as exc:
+                job.error = self._error_reason(job, exc)
         if job.error is not None:
             if job.claimed is not None:
                 self._fail(job.claimed, job.error)
@@ -698,8 +801,13 @@ class Daemon:
                 self.log.warning("live_window_failed", reason=job.error)
             return
         input_hash = job.claimed.name_hash if job.claimed is not None else None
-        if not self._write_reports(job.reports, input_hash=input_hash, started=job.started):
-            return  # stopping while reports are unwritable: the input stays in processing
+        if not self._write_reports(job.reports, sealed_reports, input_hash=input_hash,
+                                   started=job.started):
+            # Stopping while reports are unwritable: the input stays in processing, and its
+            # attempt did not crash the daemon.
+            if job.claimed is not None:
+                self.spool.end_attempt(job.claimed)
+            return
         if job.claimed is not None:
             self.spool.complete(job.claimed)
             self.counters.inputs_done += 1
@@ -710,18 +818,19 @@ class Daemon:
         with self._fail_lock:
             self.counters.inputs_failed += 1
 
-    def _write_reports(self, reports: List[Dict[str, Any]], input_hash: Optional[str],
-                       started: float) -> bool:
-        """Seal and durably write every report, retrying while the disk refuses.
+    def _write_reports(self, reports: List[Dict[str, Any]], sealed_reports: List[bytes],
+                       input_hash: Optional[str], started: float) -> bool:
+        """Durably write every report (``sealed_reports``: each one's sealed file),
+        retrying while the disk refuses.
 
         Returns False only when asked to stop before the reports could be written.
         """
-        for report in reports:
+        for report, sealed in zip(reports, sealed_reports):
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report_file_name(report["report_id"]),
-                                  seal_report(report, self.recipients, self.signing_key))
+                                  sealed)
                     break
                 except SealError as exc:
                     if not self._seal_failing:

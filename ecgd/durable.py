@@ -6,9 +6,13 @@ plain ``OSError``; callers translate them into their own error class at their ed
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Optional, Tuple
+
+# ".NAME.<16 hex digits>.tmp": the hidden temporary a write goes through before its rename.
+_TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -59,7 +63,7 @@ def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
     _check_name(name)
     directory = Path(directory)
     target = directory / name
-    temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    temp = directory / f".{name}.{secrets.token_hex(8)}.tmp"  # as _TEMPORARY_NAME
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
     try:
@@ -86,3 +90,22 @@ def write_durable(directory: Path, name: str, data: bytes, mode: int = 0o600,
         raise
     fsync_directory(directory)
     return target
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete what ``write_durable`` calls killed between write and rename left in
+    ``directory`` (hidden ``.NAME.<16 hex>.tmp`` files); return how many were removed.
+
+    Such a file may hold a complete copy of the file it was meant to become, which the
+    interrupted caller writes again: left in place it is a second copy. Call only when no
+    write into ``directory`` can be in progress (at start). OSError propagates.
+    """
+    removed = 0
+    with os.scandir(directory) as listing:
+        for entry in listing:
+            if _TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed += 1
+    if removed:
+        fsync_directory(Path(directory))
+    return removed

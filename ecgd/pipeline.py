@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.special import expit
 
 from ecgd.config import MeasurementConfig, QcConfig, WindowConfig
+from ecgd.errors import RecordError
 from ecgd.model.session import ModelSession
 from ecgd.preflight import model_window_samples
 from ecgd.records.recording import Recording
@@ -28,6 +30,30 @@ from ecgd.signal.bridged import BridgedStretches
 from ecgd.signal.chain import (SignalChain, WindowLayout, cut_window, rejected_qc,
                                unmeasured_fields)
 from ecgd.signal.preprocess import make_preprocessor
+
+
+@dataclasses.dataclass
+class WorkBudget:
+    """How long one input may take in :meth:`Analyzer.prepare` before it is failed with a reason.
+
+    ``time_s`` of wall time since the budget was made, checked between windows, so one slow
+    step still runs to its end. Memory needs no budget here: prepare works one window at a
+    time, and ``[limits] max_input_samples`` bounds the recording before it is decoded.
+    ``on_progress`` is called at every check: the daemon counts it as progress for the
+    watchdog, so a long input that keeps moving is not taken for a hang.
+    """
+
+    time_s: float = math.inf
+    on_progress: Optional[Callable[[], None]] = None
+    started_s: float = dataclasses.field(default_factory=time.monotonic)
+
+    def check_time(self) -> None:
+        """RecordError once ``time_s`` has passed."""
+        if self.on_progress is not None:
+            self.on_progress()
+        if time.monotonic() - self.started_s > self.time_s:
+            raise RecordError(f"not interpreted: processing took longer than the per-input "
+                              f"time budget of {self.time_s:g} s ([limits] input_time_budget_s)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +136,8 @@ class Analyzer:
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
                 host: Optional[Mapping[str, Any]] = None,
                 first_window_index: int = 0,
-                bridged: Optional[BridgedStretches] = None) -> PreparedRecording:
+                bridged: Optional[BridgedStretches] = None,
+                budget: Optional[WorkBudget] = None) -> PreparedRecording:
         """Cut windows; per window: resample, QC, R peaks, measurements, preprocessing.
 
         Each window is cut from the source with ``CONTEXT_S`` of its neighbours on either
@@ -121,7 +148,9 @@ class Analyzer:
         numbered from ``first_window_index`` (a live stream numbers its windows itself).
         ``bridged`` says which samples a live source filled in; a window with too many is
         rejected as ``bridged`` (ecgd.signal.bridged).
+        ``budget`` bounds the work (RecordError when exceeded); none by default.
         """
+        budget = budget or WorkBudget()
         fs_model = self.manifest.fs_hz
         layout = WindowLayout.of(recording, self.manifest.lead_names)
         n_model = int(round(recording.n_samples * fs_model / recording.fs_hz))
@@ -140,6 +169,7 @@ class Analyzer:
         prepared = []
         preprocess_ms = 0.0
         for index, start in enumerate(starts, start=first_window_index):
+            budget.check_time()
             window = dict(base, index=index, start_s=round(start / fs_model, 6),
                           n_samples=self.window_samples)
             if recording.start_time is not None:
@@ -193,8 +223,10 @@ class Analyzer:
                 for channel in layout.channels]
 
     # -- inference ------------------------------------------------------------------
-    def infer(self, model_inputs: Sequence[np.ndarray]) -> Tuple[np.ndarray, float]:
-        """Logits ``[len(inputs), n_labels]`` in chunks of ``batch_max``; total time in ms."""
+    def infer(self, model_inputs: Sequence[np.ndarray],
+              on_progress: Optional[Callable[[], None]] = None) -> Tuple[np.ndarray, float]:
+        """Logits ``[len(inputs), n_labels]`` in chunks of ``batch_max``; total time in ms.
+        ``on_progress`` is called after each chunk (progress for the daemon's watchdog)."""
         n_labels = len(self.manifest.labels)
         if not model_inputs:
             return np.empty((0, n_labels), dtype=np.float32), 0.0
@@ -204,9 +236,12 @@ class Analyzer:
             batch = np.ascontiguousarray(np.stack(model_inputs[begin:begin + self.batch_max]),
                                          dtype=np.float32)
             chunks.append(self.session.predict_logits(batch))
+            if on_progress is not None:
+                on_progress()
         return np.concatenate(chunks), (time.perf_counter() - t0) * 1000.0
 
-    def infer_recordings(self, prepared: Sequence[PreparedRecording]
+    def infer_recordings(self, prepared: Sequence[PreparedRecording],
+                         on_progress: Optional[Callable[[], None]] = None
                          ) -> List[Tuple[np.ndarray, float]]:
         """Infer the accepted windows of several recordings together, in shared batches of
         up to ``batch_max`` windows (a backlog of one-window inputs then runs at batch speed).
@@ -215,7 +250,8 @@ class Analyzer:
         (proportional to its number of accepted windows).
         """
         counts = [len(item.model_inputs()) for item in prepared]
-        logits, total_ms = self.infer([x for item in prepared for x in item.model_inputs()])
+        logits, total_ms = self.infer([x for item in prepared for x in item.model_inputs()],
+                                      on_progress)
         total = sum(counts)
         results = []
         begin = 0

@@ -31,6 +31,26 @@ def make_report_id(id_seed: str, window_index: int) -> str:
     return str(uuid.uuid5(REPORT_NAMESPACE, f"{id_seed}:{window_index}"))
 
 
+def readable_text(text: str) -> str:
+    """``text`` as valid Unicode, for a report or an error file.
+
+    A file name that is not UTF-8 (a device writing Latin-1, say) reaches Python with its
+    undecodable bytes as lone surrogates (PEP 383), which no UTF-8 encoder accepts; those
+    bytes are shown as ``\\xNN`` instead (any other lone surrogate as ``\\uNNNN``). Valid
+    text is returned unchanged.
+    """
+    return "".join(_readable_char(char) for char in text)
+
+
+def _readable_char(char: str) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as os.fsdecode keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"\\u{code:04x}"
+    return char
+
+
 def utc_timestamp(moment: Optional[dt.datetime] = None) -> str:
     """UTC ISO 8601 with a ``Z`` suffix, millisecond precision."""
     moment = moment or dt.datetime.now(dt.timezone.utc)

@@ -54,6 +54,19 @@ class NotifySocket:
                 self.messages.append(fields)
                 self._times.append(time.monotonic())
 
+    def last_time(self, key: str) -> Optional[float]:
+        """time.monotonic() when the last message holding ``key`` arrived (None: never)."""
+        with self._lock:
+            for message, when in zip(reversed(self.messages), reversed(self._times)):
+                if key in message:
+                    return when
+        return None
+
+    def snapshot(self) -> List[Dict[str, str]]:
+        """Every message so far, in order of arrival."""
+        with self._lock:
+            return list(self.messages)
+
     def has(self, key: str, value: Optional[str] = None) -> bool:
         with self._lock:
             return any(key in m and (value is None or m[key] == value) for m in self.messages)
@@ -122,6 +135,89 @@ class DaemonProcess:
             self.kill()
         self._log_file.close()
         self.notify.close()
+
+
+class Supervisor:
+    """What systemd does for ecgd.service, for tests where systemd cannot run: start the
+    daemon, restart it after a failure (``Restart=on-failure``, not after exit 0 or 78),
+    and kill it with SIGABRT when it stops pinging for ``watchdog_s`` (``WatchdogSec=``).
+
+    ``starts`` counts every start; ``endings`` records why each run ended ("exit N",
+    "signal N", "watchdog"). The test may kill the current daemon itself (``current``).
+    """
+
+    def __init__(self, config_path: Path, workdir: Path, watchdog_s: float,
+                 restart_s: float = 0.2) -> None:
+        self._config_path = config_path
+        self._workdir = workdir
+        self.watchdog_s = watchdog_s
+        self._restart_s = restart_s
+        self.runs: List[DaemonProcess] = []
+        self.endings: List[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._given_up = False
+        self._start()
+        self._thread = threading.Thread(target=self._supervise, name="supervisor")
+        self._thread.start()
+
+    @property
+    def starts(self) -> int:
+        with self._lock:
+            return len(self.runs)
+
+    @property
+    def current(self) -> DaemonProcess:
+        with self._lock:
+            return self.runs[-1]
+
+    def log_text(self) -> str:
+        """Every run's output, in order."""
+        with self._lock:
+            runs = list(self.runs)
+        return "".join(run.log_text() for run in runs)
+
+    def _start(self) -> None:
+        daemon = DaemonProcess(self._config_path, self._workdir, watchdog_s=self.watchdog_s)
+        with self._lock:
+            self.runs.append(daemon)
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.05):
+            daemon = self.current
+            code = daemon.process.poll()
+            if code is None:
+                ready_at = daemon.notify.last_time("READY")
+                pinged_at = daemon.notify.last_time("WATCHDOG") or ready_at
+                if pinged_at is not None and time.monotonic() - pinged_at > self.watchdog_s:
+                    daemon.process.send_signal(signal.SIGABRT)
+                    daemon.process.wait(30)
+                    self.endings.append("watchdog")
+                else:
+                    continue
+            else:
+                self.endings.append(f"signal {-code}" if code < 0 else f"exit {code}")
+                if code in (0, 78):
+                    self._given_up = True
+                    return
+            if self._stop.wait(self._restart_s):
+                return
+            self._start()
+
+    def close(self) -> None:
+        """Stop supervising, then stop the current daemon (SIGTERM, SIGKILL if it hangs)."""
+        self._stop.set()
+        self._thread.join()
+        daemon = self.current
+        if daemon.process.poll() is None:
+            try:
+                code = daemon.terminate(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                code = daemon.process.returncode
+            self.endings.append(f"signal {-code}" if code < 0 else f"exit {code}")
+        for run in self.runs:
+            run.close()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from ecgd.durable import ensure_private_dir, write_durable
+from ecgd.durable import ensure_private_dir, remove_stale_temporaries, write_durable
 
 
 def test_write_replaces_atomically_and_leaves_no_temp(tmp_path) -> None:
@@ -52,3 +52,19 @@ def test_private_dir_is_0700_and_refuses_symlinks(tmp_path) -> None:
     link.symlink_to(folder)
     with pytest.raises(NotADirectoryError):
         ensure_private_dir(link)
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path) -> None:
+    """Only write_durable's own hidden temporaries go (a killed write's leftovers); other
+    hidden files, *.tmp names and a folder of the same shape stay."""
+    write_durable(tmp_path, "a.ecgr", b"sealed")
+    stale = tmp_path / ".a.ecgr.0123456789abcdef.tmp"
+    stale.write_bytes(b"sealed")
+    keep = [".hidden", "upload.tmp", ".a.ecgr.0123.tmp", ".b.ecgr.0123456789ABCDEF.tmp"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".c.ecgr.fedcba9876543210.tmp").mkdir()
+    assert remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        keep + ["a.ecgr", ".c.ecgr.fedcba9876543210.tmp"])
+    assert remove_stale_temporaries(tmp_path) == 0

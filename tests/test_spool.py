@@ -312,9 +312,10 @@ def test_recover_returns_inputs_left_in_processing(make_spool, spool_config, sha
     assert (spool_config.done_dir / "rec.xml").read_bytes() == b"<x/>"
 
 
-def test_burst_of_2000_files_comes_out_in_mtime_order_exactly_once(make_spool, spool_config,
-                                                                   tmp_path):
-    """2000 files dropped at once are each handed out once, oldest mtime first."""
+def test_burst_of_2000_files_comes_out_exactly_once_oldest_first_on_alternate_turns(
+        make_spool, spool_config, tmp_path):
+    """2000 files dropped at once are each handed out once; every other hand-out (the oldest
+    turn) is the oldest input still waiting."""
     spool = make_spool()
     staging = tmp_path / "staging"
     staging.mkdir()
@@ -337,7 +338,12 @@ def test_burst_of_2000_files_comes_out_in_mtime_order_exactly_once(make_spool, s
         claimed = spool.claim(item)
         assert claimed is not None
         spool.complete(claimed)
-    assert [item.mtime_ns for item in handed] == sorted(10**18 + rank for rank in mtimes)
+    waiting = sorted(10**18 + rank for rank in mtimes)
+    for turn, item in enumerate(handed):
+        if turn % 2 == 0:
+            assert item.mtime_ns == waiting[0]
+        waiting.remove(item.mtime_ns)
+    assert waiting == []
     assert len({item.primary.name for item in handed}) == 2000
     assert len(os.listdir(spool_config.done_dir)) == 2000
     assert os.listdir(spool_config.dir) == []
@@ -473,3 +479,124 @@ def test_inputs_with_the_longest_names_are_quarantined_with_their_error_file(mak
     documents = [json.loads(path.read_text()) for path in error_files(spool_config.failed_dir)]
     assert sorted(document["input"] for document in documents) == names
     assert all(len(path.name.encode()) <= 255 for path in spool_config.failed_dir.iterdir())
+
+
+def test_header_naming_itself_or_another_header_as_data_is_failed(make_spool, spool_config):
+    """A WFDB header naming itself (or another header, in a cycle) as its data file is failed
+    with the reason; before, it waited for itself forever with no error file."""
+    make_spool()
+    drop(spool_config.dir, "self.hea", b"self 1 500 5000\nself.hea 16 1000 16 0 0 0 0 I\n")
+    drop(spool_config.dir, "a.hea", b"a 1 500 5000\nb.hea 16 1000 16 0 0 0 0 I\n")
+    drop(spool_config.dir, "b.hea", b"b 1 500 5000\na.hea 16 1000 16 0 0 0 0 I\n")
+    assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 3)
+    reasons = {path.name: json.loads(path.read_text())["reason"]
+               for path in error_files(spool_config.failed_dir)}
+    assert reasons["self.hea.error.json"] == "self.hea: names a WFDB header as its data file"
+    assert reasons["a.hea.error.json"] == "a.hea: names a WFDB header as its data file"
+    assert os.listdir(spool_config.dir) == []
+
+
+def test_directory_dropped_into_the_spool_is_failed_unread(make_spool, spool_config):
+    """A folder dropped into incoming/ moves to failed/ whole, with its reason; before, it
+    stayed in incoming/ forever. ecgd's own folders inside the spool are left alone."""
+    spool = make_spool()
+    inner = spool_config.dir / "export"
+    inner.mkdir()
+    (inner / "rec.xml").write_bytes(b"<x/>")
+    assert wait_for(lambda: (spool_config.failed_dir / "export.error.json").exists())
+    document = json.loads((spool_config.failed_dir / "export.error.json").read_text())
+    assert document["reason"] == "export: is a directory; refused unread"
+    assert (spool_config.failed_dir / "export" / "rec.xml").read_bytes() == b"<x/>"
+    assert spool.next_ready(SETTLE_S * 3) is None
+
+
+def test_spool_folders_nested_in_the_drop_folder_are_never_refused(make_spool, spool_config,
+                                                                   tmp_path):
+    """processing/, done/ and failed/ configured inside incoming/ are not inputs."""
+    incoming = spool_config.dir
+    spool = make_spool(processing_dir=incoming / "processing", done_dir=incoming / "done",
+                       failed_dir=incoming / "failed", rescan_s=0.2)
+    drop(incoming, "rec.xml", b"<x/>")
+    claimed = take(spool)
+    spool.complete(claimed)
+    drop(incoming, "next.xml", b"<y/>")
+    assert take(spool).original_name == "next.xml"
+    assert sorted(os.listdir(incoming)) == ["done", "failed", "processing"]
+    assert os.listdir(incoming / "failed") == []
+
+
+def test_an_arrival_gets_a_turn_before_a_flood_already_waiting(make_spool, spool_config,
+                                                                tmp_path):
+    """Ready inputs are handed out in turns, the oldest waiting and the newest arrival: an
+    input dropped behind 3000 waiting files comes out within two hand-outs of being ready,
+    not after all 3000; on the other turns the flood drains oldest first."""
+    spool = make_spool()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    for index in range(3000):
+        path = staging / f"flood{index:04d}.csv"
+        path.write_bytes(b"x\n")
+        os.utime(path, ns=(10**18 + index, 10**18 + index))
+        os.rename(path, spool_config.dir / path.name)
+    assert wait_for(lambda: spool.ready_count() == 3000, timeout_s=60)
+    handed = [take(spool).original_name for _ in range(5)]
+    drop(spool_config.dir, "arrival.csv", b"good\n")
+    assert wait_for(lambda: spool.ready_count() == 2996, timeout_s=60)
+    handed += [take(spool).original_name for _ in range(2)]
+    assert "arrival.csv" in handed[5:]
+    assert handed[0:5:2] == ["flood0000.csv", "flood0001.csv", "flood0002.csv"]
+
+
+def test_wfdb_data_file_written_slowly_in_place_is_taken_only_complete(make_spool,
+                                                                      spool_config,
+                                                                      shared_data):
+    """A header is ready, and its .mat is still being written in place in three parts with
+    pauses longer than settle_s: the record is handed out only after the last part, and
+    what is claimed reads as the whole recording."""
+    spool = make_spool()
+    record = shared_data / "cinc2021" / "E07500"
+    drop(spool_config.dir, "E07500.hea", record.with_suffix(".hea").read_bytes())
+    payload = record.with_suffix(".mat").read_bytes()
+    thirds = [payload[:len(payload) // 3], payload[len(payload) // 3:2 * len(payload) // 3],
+              payload[2 * len(payload) // 3:]]
+    with open(spool_config.dir / "E07500.mat", "wb") as handle:
+        for part in thirds[:2]:
+            handle.write(part)
+            handle.flush()
+            os.fsync(handle.fileno())
+            assert spool.next_ready(SETTLE_S * 4) is None
+        handle.write(thirds[2])
+    claimed = take(spool)
+    assert [path.name for path in claimed.files] == ["E07500.hea", "E07500.mat"]
+    assert claimed.files[1].read_bytes() == payload
+    assert wfdb.rdrecord(str(claimed.primary.with_suffix(""))).p_signal.shape == (5000, 12)
+
+
+def test_attempts_left_by_crashes_are_counted_and_leave_with_the_input(make_spool,
+                                                                       spool_config):
+    """An attempt begun and never ended (the daemon died) is one crash for recover(); a
+    withdrawn attempt (clean stop) is none; done and failed inputs take their records
+    along, so processing/ is empty."""
+    first = make_spool()
+    drop(spool_config.dir, "crasher.xml", b"<x/>")
+    drop(spool_config.dir, "stopped.xml", b"<y/>")
+    crasher, stopped = take(first), take(first)
+    first.begin_attempt(crasher)
+    first.begin_attempt(stopped)
+    first.end_attempt(stopped)
+    first.stop()
+    counts = []
+    for _ in range(2):  # two more lives, each dying with the crasher in hand
+        spool = make_spool(start=False)
+        recovered = {item.original_name: item for item in spool.recover()}
+        counts.append({name: item.crashes for name, item in recovered.items()})
+        spool.begin_attempt(recovered["crasher.xml"])
+    assert counts == [{"crasher.xml": 1, "stopped.xml": 0}, {"crasher.xml": 2, "stopped.xml": 0}]
+    last = make_spool(start=False)
+    recovered = {item.original_name: item for item in last.recover()}
+    assert recovered["crasher.xml"].crashes == 3
+    assert [path.name for path in recovered["crasher.xml"].files] == ["crasher.xml"]
+    last.fail(recovered["crasher.xml"], "crashed the daemon 3 times")
+    last.complete(recovered["stopped.xml"])
+    assert os.listdir(spool_config.processing_dir) == []
+    assert (spool_config.done_dir / "stopped.xml").read_bytes() == b"<y/>"

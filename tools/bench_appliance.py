@@ -66,6 +66,7 @@ from ecgd.model.manifest import load_manifest  # noqa: E402
 from ecgd.signal.quality import assess_window  # noqa: E402
 from ecgd.records.reader import read_recording  # noqa: E402
 from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads  # noqa: E402
+from ecgd.report_store import is_report_file_name, list_reports  # noqa: E402
 from ecgd.security.seal import unseal  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -86,7 +87,6 @@ FS_HZ = 500.0
 WINDOW_SAMPLES = 5000
 MAINS_HZ = 50
 COPY_OFFSET_MV = 0.001
-REPORT_SUFFIX = ".ecgr"
 FRAME_SAMPLES = 10
 MODEL_NAME = "ecgfounder-reference"
 # Issue 6 criteria for making INT8 the default model.
@@ -241,8 +241,8 @@ class ReportWatcher(FileSystemEventHandler):
     def _record(self, path: str) -> None:
         now = time.monotonic()
         name = os.path.basename(path)
-        if name.startswith(".") or not name.endswith(REPORT_SUFFIX):
-            return  # the writer's hidden temp file, not yet a report
+        if not is_report_file_name(name):
+            return  # e.g. the writer's hidden temp file, not yet a report
         with self._changed:
             self.appeared.setdefault(name, now)
             self._changed.notify_all()
@@ -338,7 +338,7 @@ format = "json"
     def reports_by_name(self) -> Dict[str, Dict[str, Any]]:
         """Every sealed report, decrypted: {file name: report}."""
         return {p.name: json.loads(unseal(p.read_bytes(), self.private_key))
-                for p in sorted(self.reports.glob("*" + REPORT_SUFFIX))}
+                for p in list_reports(self.reports)}
 
     def close(self) -> None:
         self.watcher.close()

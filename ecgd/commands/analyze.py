@@ -15,7 +15,7 @@ from ecgd.progress import ProgressLine
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256, recording_files
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report
+from ecgd.report import dumps_report, readable_text
 
 DESCRIPTION = """Interpret ECG recording files and print one JSON report per 10-second window,
 one per line (JSON Lines), on stdout. Formats: WFDB (.hea with .dat/.mat), CSV, NumPy .npz,
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                  f"no pseudonym key is configured (--config): its reports "
                                  f"carry no pseudonym")
         source = SourceInfo(
-            fields={"kind": "file", "file": path.name, "format": recording.format,
+            fields={"kind": "file", "file": readable_text(path.name), "format": recording.format,
                     "content_sha256": digest},
             id_seed=f"file:{digest}",
         )

@@ -51,12 +51,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
+    FileSystemMovedEvent,
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
@@ -66,7 +70,7 @@ from ecgd.config import SpoolConfig
 from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_header_lines, wfdb_signal_files
-from ecgd.report import utc_timestamp
+from ecgd.report import readable_text, utc_timestamp
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
@@ -77,6 +81,9 @@ _MAX_NAME_BYTES = 255
 # write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
 _ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
 _EVENT_QUEUE_MAX = 10000
+# An attempt at processing a claimed input: an empty ".attempt-N" file in its claim folder
+# (hidden, so never an input's sanitized name). One left behind is one crash.
+_ATTEMPT_PREFIX = ".attempt-"
 _CLAIM_BACKOFF_INITIAL_S = 1.0
 _CLAIM_BACKOFF_MAX_S = 300.0
 _JOIN_TIMEOUT_S = 10.0
@@ -157,13 +164,15 @@ class ClaimedInput:
     """An input moved into its own folder under processing_dir, ready to be read.
 
     ``original_name`` is the primary's name as dropped (may hold a patient identifier: never
-    log it); ``name_hash`` is what logs show instead.
+    log it); ``name_hash`` is what logs show instead. ``crashes``: how many times the daemon
+    died while processing it (counted by ``begin_attempt``, read back by ``recover``).
     """
 
     primary: Path
     files: Tuple[Path, ...]
     original_name: str
     name_hash: str
+    crashes: int = 0
 
 
 @dataclasses.dataclass
@@ -171,7 +180,7 @@ class _Entry:
     """What the scanner knows about one name in the spool dir: stat facts, never content."""
 
     name: str
-    regular: bool
+    file_type: int               # stat.S_IFMT of its lstat mode
     size: int
     mtime_ns: int
     first_seen_s: float          # monotonic
@@ -179,13 +188,22 @@ class _Entry:
     writing: bool = False        # inotify saw a write not yet followed by a close
     closed: bool = False         # inotify saw a close-after-write / rename-in since the change
     file_ready: bool = False
-    queued: bool = False         # on the ready heap
+    queued: bool = False         # waiting in the ready queue
+    ready_pass: int = 0          # the scanner pass that queued it (later passes: newer)
     taken: bool = False          # handed out by next_ready or being moved by the scanner
-    check_s: float = math.inf    # monotonic time this entry needs another look
+    check_s: float = math.inf    # monotonic time this entry needs another look (on _due)
     data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
 
     def signature(self) -> Tuple[int, int]:
         return (self.size, self.mtime_ns)
+
+    @property
+    def regular(self) -> bool:
+        return self.file_type == stat.S_IFREG
+
+    @property
+    def directory(self) -> bool:
+        return self.file_type == stat.S_IFDIR
 
 
 class _EventForwarder(FileSystemEventHandler):
@@ -210,18 +228,18 @@ class _EventForwarder(FileSystemEventHandler):
             self._overflowed.set()
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
-            return
-        if isinstance(event, FileMovedEvent):
+        # Folders are forwarded too: a folder dropped into the spool is refused (the scanner
+        # tells them apart by lstat).
+        if isinstance(event, FileSystemMovedEvent):
             self._put(_GONE, event.src_path)
             self._put(_CLOSED, event.dest_path)  # renamed into place: complete by convention
         elif isinstance(event, FileClosedEvent):
             self._put(_CLOSED, event.src_path)
         elif isinstance(event, FileModifiedEvent):
             self._put(_WRITTEN, event.src_path)
-        elif isinstance(event, FileCreatedEvent):
+        elif isinstance(event, (FileCreatedEvent, DirCreatedEvent)):
             self._put(_APPEARED, event.src_path)
-        elif isinstance(event, FileDeletedEvent):
+        elif isinstance(event, (FileDeletedEvent, DirDeletedEvent)):
             self._put(_GONE, event.src_path)
 
 
@@ -244,11 +262,25 @@ class Spool:
         self._log = log
         self._name_key = name_key
         self._dir = Path(os.path.abspath(config.dir))
+        # ecgd's own folders, should they be configured inside the drop folder: never inputs.
+        self._own_dirs = {Path(os.path.abspath(folder)) for folder in (
+            config.processing_dir, config.done_dir, config.failed_dir)}
         self._lock = threading.Lock()
         self._ready_changed = threading.Condition(self._lock)
         self._entries: Dict[str, _Entry] = {}
         self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
-        self._ready: List[Tuple[int, str]] = []    # heap of (mtime_ns, name)
+        # The ready queue, one set of inputs in two orders (stale items skipped on pop):
+        # oldest mtime first, and latest to become ready first. next_ready takes turns.
+        self._oldest: List[Tuple[int, int, str]] = []  # heap of (0, mtime_ns, name)
+        self._newest: List[Tuple[int, int, str]] = []  # heap of (-ready_pass, mtime_ns, name)
+        self._pass = 0
+        self._ready_total = 0
+        self._newest_turn = False
+        # When each entry needs another look: heap of (check_s, name), stale items skipped,
+        # so an event costs the entries it concerns, not a pass over every entry.
+        self._due: List[Tuple[float, str]] = []
+        self._first_scan_s: Optional[float] = None
+        self._initial_scan_settled = threading.Event()
         self._events: "queue.Queue[Tuple[str, str]]" = queue.Queue(maxsize=_EVENT_QUEUE_MAX)
         self._overflowed = threading.Event()
         # name -> (monotonic retry time, backoff) of inputs that could not be moved; kept
@@ -307,7 +339,8 @@ class Spool:
             self._observer.schedule(
                 forwarder, str(self._dir), recursive=False,
                 event_filter=[FileMovedEvent, FileClosedEvent, FileModifiedEvent,
-                              FileCreatedEvent, FileDeletedEvent])
+                              FileCreatedEvent, FileDeletedEvent, DirCreatedEvent,
+                              DirMovedEvent, DirDeletedEvent])
             self._observer.start()
         except OSError as exc:
             # Without inotify the periodic rescan still finds every file, only later.
@@ -343,7 +376,12 @@ class Spool:
     def ready_count(self) -> int:
         """Inputs ready and waiting for ``next_ready`` (queue depth)."""
         with self._lock:
-            return sum(1 for _, name in self._ready if self._is_handable(name))
+            return self._ready_total
+
+    def initial_scan_settled(self) -> bool:
+        """True once the files found by the first scan after ``start()`` have had their
+        settle time and been looked at again: those already complete are then ready."""
+        return self._initial_scan_settled.is_set()
 
     def refused_count(self) -> int:
         """Inputs the spool refused itself into failed_dir since it was made (symlinks,
@@ -355,7 +393,13 @@ class Spool:
     # ----------------------------------------------------------------- daemon side
 
     def next_ready(self, timeout_s: float) -> Optional[SpoolItem]:
-        """The oldest ready input (mtime, then name), waiting up to ``timeout_s``; else None.
+        """The next ready input, waiting up to ``timeout_s``; else None.
+
+        Turns alternate between the oldest input waiting (mtime, then name) and the input
+        that became ready last (the oldest of those that became ready together), so an input
+        dropped behind a flood of thousands is taken within two turns while the flood drains
+        from its oldest end. (Newest is judged by when ecgd saw an input ready, which a
+        dropper cannot forge the way it can set an mtime.)
 
         Raises SourceError if the scanner thread died (a bug), so the daemon cannot idle on a
         spool that no longer watches anything.
@@ -366,15 +410,14 @@ class Spool:
                 if self._scanner_error is not None:
                     raise SourceError(f"spool {self._dir}: scanner thread failed: "
                                       f"{type(self._scanner_error).__name__}")
-                while self._ready:
-                    _, name = heapq.heappop(self._ready)
-                    entry = self._entries.get(name)
-                    if entry is None or not self._is_handable(name):
-                        if entry is not None:
-                            entry.queued = False
-                        continue
-                    entry.queued = False
-                    return self._hand_out(entry)
+                lanes = [self._newest, self._oldest]
+                if not self._newest_turn:
+                    lanes.reverse()
+                for lane in lanes:
+                    entry = self._pop_handable(lane)
+                    if entry is not None:
+                        self._newest_turn = lane is self._oldest
+                        return self._hand_out(entry)
                 remaining_s = deadline_s - time.monotonic()
                 if remaining_s <= 0 or self._stopping.is_set():
                     return None
@@ -468,11 +511,45 @@ class Spool:
                           reason=_redact(reason, names, claimed.name_hash))
         return placed
 
+    def begin_attempt(self, claimed: ClaimedInput) -> None:
+        """Record that ``claimed`` is being processed, before it is read.
+
+        If the daemon dies before the input is completed or failed, ``recover`` counts this
+        attempt as a crash. The record survives a SIGKILL at once (it is an empty file).
+        A retry's record is also fsynced, so it survives a power cut that the input may be
+        causing (a brownout under load); a first attempt's is left to the next fsync, because
+        losing it costs one more retry at most. Raises SourceError if it cannot be written.
+        """
+        folder = claimed.primary.parent
+        marker = folder / f"{_ATTEMPT_PREFIX}{claimed.crashes + 1}"
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            if claimed.crashes:
+                fsync_directory(folder)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot record its attempt: "
+                              f"{exc.strerror}") from exc
+
+    def end_attempt(self, claimed: ClaimedInput) -> None:
+        """Withdraw ``begin_attempt``: ``claimed`` stays in processing_dir, but the daemon is
+        stopping cleanly (not a crash). Raises SourceError if the record cannot be removed."""
+        marker = claimed.primary.parent / f"{_ATTEMPT_PREFIX}{claimed.crashes + 1}"
+        try:
+            marker.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SourceError(f"spool input {claimed.name_hash}: cannot withdraw its attempt: "
+                              f"{exc.strerror}") from exc
+
     def recover(self) -> List[ClaimedInput]:
         """Inputs a crash left in processing_dir, oldest first, to be processed again.
 
         Call before ``start()``. A WFDB header whose data files were still in the spool dir
-        when the claim was cut short gets them back; empty claim folders are removed.
+        when the claim was cut short gets them back; empty claim folders are removed. Each
+        input's ``crashes`` is the number of attempts it was in hand at a crash.
         """
         processing = Path(self._config.processing_dir)
         try:
@@ -499,7 +576,7 @@ class Spool:
             mtime_ns = os.lstat(claimed.primary).st_mtime_ns
             recovered.append((mtime_ns, claimed.primary.name, claimed))
             self._log.info("input_recovered", name_hash=claimed.name_hash,
-                           files=len(claimed.files))
+                           files=len(claimed.files), crashes=claimed.crashes)
         return [claimed for _, _, claimed in sorted(recovered, key=lambda row: row[:2])]
 
     # ----------------------------------------------------------------- scanner thread
@@ -522,11 +599,20 @@ class Spool:
             if now_s >= next_rescan_s:
                 self._rescan(now_s)
                 next_rescan_s = now_s + self._config.rescan_s
-            self._evaluate_due(time.monotonic())
+                if self._first_scan_s is None:
+                    self._first_scan_s = now_s
+            now_s = time.monotonic()
+            self._evaluate_due(now_s)
+            settled_s = math.inf
+            if not self._initial_scan_settled.is_set() and self._first_scan_s is not None:
+                settled_s = self._first_scan_s + self._config.settle_s
+                if now_s >= settled_s:
+                    self._initial_scan_settled.set()
+                    self._set_wake()
+                    settled_s = math.inf
             with self._lock:
-                next_check_s = min((entry.check_s for entry in self._entries.values()),
-                                   default=math.inf)
-            wait_s = max(0.0, min(next_rescan_s, next_check_s) - time.monotonic())
+                next_check_s = self._due[0][0] if self._due else math.inf
+            wait_s = max(0.0, min(next_rescan_s, next_check_s, settled_s) - time.monotonic())
             try:
                 batch = [self._events.get(timeout=wait_s)]
             except queue.Empty:
@@ -559,7 +645,7 @@ class Spool:
                     entry.writing, entry.closed, entry.file_ready = True, False, False
                 elif kind == _CLOSED:
                     entry.writing, entry.closed = False, True
-                entry.check_s = now_s
+                self._schedule(entry, now_s)
 
     def _rescan(self, now_s: float) -> None:
         try:
@@ -573,7 +659,7 @@ class Spool:
                         if dirent.name not in self._entries:
                             entry = self._observe(dirent.name, now_s)
                             if entry is not None:
-                                entry.check_s = now_s
+                                self._schedule(entry, now_s)
         except OSError as exc:
             if not self._scan_error_logged:
                 self._log.error("spool_scan_failed", reason=exc.strerror or str(exc))
@@ -587,30 +673,36 @@ class Spool:
                 self._forget(name)
             for name in [name for name in self._backoff if name not in seen]:
                 del self._backoff[name]
+            # Catch changes whose events were lost. Queued inputs are left alone (a flood of
+            # them would make every rescan a pass over all): claim() checks them anyway.
             for entry in self._entries.values():
-                entry.check_s = min(entry.check_s, now_s)  # catch changes whose events were lost
+                if not entry.queued:
+                    self._schedule(entry, now_s)
 
     def _observe(self, name: str, now_s: float) -> Optional[_Entry]:
-        """lstat ``name`` into its entry (creating it); None for gone names and directories."""
+        """lstat ``name`` into its entry (creating it); None for gone names and ecgd's own
+        folders. Anything not a regular file (a folder, a symlink) becomes an entry that the
+        scanner refuses."""
         try:
             info = os.lstat(self._dir / name)
         except OSError:
             self._forget(name)
             return None
-        if stat.S_ISDIR(info.st_mode):
+        if stat.S_ISDIR(info.st_mode) and self._dir / name in self._own_dirs:
             return None
         entry = self._entries.get(name)
         if entry is None:
-            entry = _Entry(name=name, regular=stat.S_ISREG(info.st_mode), size=info.st_size,
+            entry = _Entry(name=name, file_type=stat.S_IFMT(info.st_mode), size=info.st_size,
                            mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s)
             self._entries[name] = entry
         elif (info.st_size, info.st_mtime_ns) != entry.signature() or \
-                stat.S_ISREG(info.st_mode) != entry.regular:
+                stat.S_IFMT(info.st_mode) != entry.file_type:
             entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
-            entry.regular = stat.S_ISREG(info.st_mode)
+            entry.file_type = stat.S_IFMT(info.st_mode)
             entry.changed_s = now_s
             entry.closed = False
             entry.file_ready = False
+            self._unqueue(entry)
             if entry.data_names is not None:  # a rewritten header is parsed again
                 for data in entry.data_names:
                     if self._owner.get(data) == name:
@@ -622,20 +714,33 @@ class Spool:
         """Settle files, group WFDB records, queue ready inputs, refuse bad ones."""
         refusals: _Refusals = []
         with self._lock:
-            due = [entry for entry in self._entries.values()
-                   if entry.check_s <= now_s and not entry.taken]
+            self._pass += 1
+            due = []
+            while self._due and self._due[0][0] <= now_s:
+                when_s, name = heapq.heappop(self._due)
+                entry = self._entries.get(name)
+                if entry is None or entry.check_s != when_s:
+                    continue  # gone, or rescheduled since
+                entry.check_s = math.inf
+                if not entry.taken:  # a taken entry is scheduled again when released
+                    due.append(entry)
             headers_to_check: Set[str] = set()
             for entry in due:
-                entry.check_s = math.inf
                 retry_s = self._retry_s(entry.name)
                 if now_s < retry_s:
-                    entry.check_s = retry_s
+                    self._schedule(entry, retry_s)
                     continue
-                if not entry.regular:
+                if not entry.regular and not entry.directory:  # never opened: refused at once
                     refusals.append(([entry.name], _not_regular_reason(self._dir / entry.name),
                                      ()))
                     continue
                 self._settle(entry, now_s)
+                if entry.directory:
+                    # Refused once stable, not while a tool may still be filling it.
+                    if entry.file_ready:
+                        refusals.append(([entry.name],
+                                         _not_regular_reason(self._dir / entry.name), ()))
+                    continue
                 if entry.file_ready and entry.size > self._max_input_bytes:
                     refusals.append(([entry.name], _oversize_reason(
                         entry.name, entry.size, self._max_input_bytes), ()))
@@ -652,7 +757,7 @@ class Spool:
                 for name in names:
                     if name in self._entries:
                         self._entries[name].taken = True
-            if self._ready:
+            if self._ready_total:
                 self._ready_changed.notify_all()
                 self._set_wake()
         for names, reason, also_named in refusals:
@@ -669,16 +774,16 @@ class Spool:
         wait_s = self._config.wfdb_wait_s if (entry.writing or entry.size == 0) \
             else self._config.settle_s
         if now_s - entry.changed_s < wait_s:
-            entry.check_s = entry.changed_s + wait_s
+            self._schedule(entry, entry.changed_s + wait_s)
             return
         before = entry.signature()
         current = self._observe(entry.name, now_s)
         if current is None:
             return
-        if current.signature() == before and current.regular:
+        if current.signature() == before and (current.regular or current.directory):
             current.file_ready = True
         else:
-            current.check_s = current.changed_s + wait_s
+            self._schedule(current, current.changed_s + wait_s)
 
     def _place_standalone(self, entry: _Entry, now_s: float,
                           refusals: _Refusals) -> None:
@@ -686,11 +791,11 @@ class Spool:
             header = self._entries.get(os.path.splitext(entry.name)[0] + ".hea")
             if header is not None and header.data_names is None:
                 # Its header is still being written: whether it names this file is unknown.
-                entry.check_s = now_s + self._config.settle_s
+                self._schedule(entry, now_s + self._config.settle_s)
                 return
             deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
             if now_s < deadline_s:
-                entry.check_s = deadline_s
+                self._schedule(entry, deadline_s)
                 return
             refusals.append(([entry.name], f"{entry.name}: WFDB data file without a header "
                                            f"naming it after {self._config.wfdb_wait_s:g} s", ()))
@@ -719,7 +824,7 @@ class Spool:
             return
         deadline_s = entry.first_seen_s + self._config.wfdb_wait_s
         if now_s < deadline_s:
-            entry.check_s = min(entry.check_s, deadline_s)
+            self._schedule(entry, deadline_s)
             return
         refusals.append(([header] + present,
                          f"{header}: data files never arrived: {', '.join(waiting)}",
@@ -735,16 +840,48 @@ class Spool:
             if sanitize_name(name) != name or name in (".", ".."):
                 raise RecordError(f"{header}: names a data file that is not a plain file "
                                   f"name beside it")
+            if name.lower().endswith(".hea"):
+                # Itself, or a header naming this one back: each would wait for the other.
+                raise RecordError(f"{header}: names a WFDB header as its data file")
         return names
 
     def _queue(self, entry: _Entry, now_s: float) -> None:
         retry_s = self._retry_s(entry.name)
         if now_s < retry_s:
-            entry.check_s = retry_s  # a claim failed: wait out the backoff
+            self._schedule(entry, retry_s)  # a claim failed: wait out the backoff
             return
         if not entry.queued:
             entry.queued = True
-            heapq.heappush(self._ready, (entry.mtime_ns, entry.name))
+            entry.ready_pass = self._pass
+            self._ready_total += 1
+            heapq.heappush(self._oldest, (0, entry.mtime_ns, entry.name))
+            heapq.heappush(self._newest, (-entry.ready_pass, entry.mtime_ns, entry.name))
+
+    def _unqueue(self, entry: _Entry) -> None:
+        if entry.queued:
+            entry.queued = False
+            self._ready_total -= 1
+
+    def _pop_handable(self, lane: List[Tuple[int, int, str]]) -> Optional[_Entry]:
+        """Pop ``lane`` down to its first input still queued and handable (None: empty).
+        A queued input found not handable leaves the queue; the scanner queues it again."""
+        while lane:
+            ready_pass, mtime_ns, name = heapq.heappop(lane)
+            entry = self._entries.get(name)
+            if entry is None or not entry.queued or entry.mtime_ns != mtime_ns:
+                continue  # taken through the other lane, gone, or rewritten since
+            if lane is self._newest and -ready_pass != entry.ready_pass:
+                continue  # an older turn of an input queued again since
+            self._unqueue(entry)
+            if self._is_handable(name):
+                return entry
+        return None
+
+    def _schedule(self, entry: _Entry, when_s: float) -> None:
+        """Have the scanner look at ``entry`` again at monotonic ``when_s`` (or earlier)."""
+        if when_s < entry.check_s:
+            entry.check_s = when_s
+            heapq.heappush(self._due, (when_s, entry.name))
 
     # ----------------------------------------------------------------- state helpers (locked)
 
@@ -777,17 +914,19 @@ class Spool:
             if changed:
                 entry.file_ready = entry.closed = False
                 entry.changed_s = now_s
-            entry.check_s = min(entry.check_s, max(now_s, self._retry_s(name)))
+            self._schedule(entry, max(now_s, self._retry_s(name)))
         self._wake_scanner()
 
     def _forget(self, name: str) -> None:
         entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._unqueue(entry)
         if entry is not None and entry.data_names:
             for data in entry.data_names:
                 if self._owner.get(data) == name:
                     del self._owner[data]
                     if data in self._entries:
-                        self._entries[data].check_s = time.monotonic()
+                        self._schedule(self._entries[data], time.monotonic())
 
     def _lstat_sig(self, name: str) -> Optional[Tuple[int, int]]:
         try:
@@ -915,27 +1054,35 @@ class Spool:
                             reason=errno.errorcode.get(exc.errno or 0, "OSError"))
 
     def _remove_claim_dir(self, claimed: ClaimedInput) -> None:
+        """Remove the claim folder once its input has left, attempt records included."""
         folder = claimed.primary.parent
-        if folder != Path(self._config.processing_dir) and not any(folder.iterdir()):
+        if folder == Path(self._config.processing_dir):
+            return
+        for marker in _attempt_markers(folder):
+            marker.unlink()
+        if not any(folder.iterdir()):
             folder.rmdir()
 
     def _write_error_file(self, placed_primary: Path, reason: str, original_name: str,
                           name_hash: str) -> None:
         """Write ``NAME.error.json`` beside the failed input durably (temp, fsync, rename)."""
         document = {
-            "reason": reason,
+            "reason": readable_text(reason),
             "time": utc_timestamp(),
             "ecgd_version": ecgd.__version__,
-            "input": original_name,
+            "input": readable_text(original_name),
             "name_hash": name_hash,
         }
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("ascii")
         write_durable(placed_primary.parent, _error_file_name(placed_primary.name), data)
 
     def _recover_folder(self, folder: Path) -> Optional[ClaimedInput]:
+        markers = _attempt_markers(folder)
         files = sorted(child for child in folder.iterdir() if child.is_file()
-                       and not child.is_symlink())
-        if not files:
+                       and not child.is_symlink() and not child.name.startswith("."))
+        if not files:  # the input left; a crash cut the clean-up short
+            for marker in markers:
+                marker.unlink()
             if not any(folder.iterdir()):
                 folder.rmdir()
             return None
@@ -953,7 +1100,8 @@ class Spool:
                 source = self._dir / name
                 if not target.exists() and source.is_file() and not source.is_symlink():
                     os.rename(source, target)
-            files = sorted(child for child in folder.iterdir() if child.is_file())
+            files = sorted(child for child in folder.iterdir() if child.is_file()
+                           and not child.name.startswith("."))
         # The header's order, as claim() made it: the daemon's content hash (and so the
         # report ids) must not change when an input is recovered.
         named = [folder / name for name in data_names if (folder / name) in files]
@@ -962,7 +1110,8 @@ class Spool:
         name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
                                                                         self._name_key)
         return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
-                            original_name=primary.name, name_hash=name_hash)
+                            original_name=primary.name, name_hash=name_hash,
+                            crashes=len(markers))
 
 
 def _make_observer() -> Any:
@@ -993,6 +1142,11 @@ def _make_observer() -> Any:
     return InotifyObserver(generate_full_events=True)
 
 
+def _attempt_markers(folder: Path) -> List[Path]:
+    """The attempt records ``begin_attempt`` left in a claim folder."""
+    return [child for child in folder.iterdir() if child.name.startswith(_ATTEMPT_PREFIX)]
+
+
 def _error_file_name(name: str) -> str:
     """``NAME.error.json``, NAME shortened so that the temporary name it is written under
     stays within 255 bytes (a long input name must not stop its quarantine)."""
@@ -1007,6 +1161,8 @@ def _not_regular_reason(path: Path) -> str:
         return f"{path.name}: vanished before it could be checked"
     if stat.S_ISLNK(mode):
         return f"{path.name}: is a symbolic link; refused unread"
+    if stat.S_ISDIR(mode):
+        return f"{path.name}: is a directory; refused unread"
     return f"{path.name}: is not a regular file; refused unread"
 
 
