@@ -16,7 +16,8 @@ import numpy as np
 from scipy.special import expit
 
 from ecgd.config import QcConfig, WindowConfig
-from ecgd.errors import ConfigError
+from ecgd.errors import ConfigError, ModelError
+from ecgd.model.manifest import Manifest
 from ecgd.model.session import ModelSession
 from ecgd.signal.preprocess import make_preprocessor
 from ecgd.signal.quality import assess_window
@@ -40,6 +41,14 @@ class SourceInfo:
 
     fields: Mapping[str, Any]
     id_seed: str
+
+
+def file_source(name: str, recording_format: str, content_sha256: str) -> SourceInfo:
+    """The source of a recording read from a file (base name ``name``): the same fields and
+    report-id seed whether the daemon, ``ecgd analyze`` or ``ecgd batch`` reads it."""
+    return SourceInfo(fields={"kind": "file", "file": name, "format": recording_format,
+                              "content_sha256": content_sha256},
+                      id_seed=f"file:{content_sha256}")
 
 
 @dataclasses.dataclass
@@ -73,11 +82,20 @@ class PreparedRecording:
 
 
 class Analyzer:
-    """Interprets recordings with one model session; filters are designed once, here."""
+    """Interprets recordings with one model session; filters are designed once, here.
 
-    def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
-                 mains_hz: int, batch_max: int = 16) -> None:
-        manifest = session.manifest
+    ``session`` may be None, with ``manifest`` given instead, for an analyzer that only
+    prepares windows and builds reports (``ecgd batch`` on Ray prepares windows in tasks
+    that hold no model); :meth:`infer` then refuses.
+    """
+
+    def __init__(self, session: Optional[ModelSession], window: WindowConfig, qc: QcConfig,
+                 mains_hz: int, batch_max: int = 16, *,
+                 manifest: Optional[Manifest] = None) -> None:
+        if session is not None:
+            manifest = session.manifest
+        if manifest is None:
+            raise ModelError("an analyzer needs a model session or its manifest")
         window_samples = int(round(window.seconds * manifest.fs_hz))
         if window_samples != manifest.n_samples:
             raise ConfigError(f"[window] seconds: {window.seconds:g} s at {manifest.fs_hz:g} Hz "
@@ -188,6 +206,9 @@ class Analyzer:
         n_labels = len(self.manifest.labels)
         if not model_inputs:
             return np.empty((0, n_labels), dtype=np.float32), 0.0
+        if self.session is None:
+            raise ModelError(f"{self.manifest.name}: this analyzer prepares windows only; "
+                             f"it holds no model session to infer with")
         t0 = time.perf_counter()
         chunks = []
         for begin in range(0, len(model_inputs), self.batch_max):
