@@ -18,6 +18,9 @@ edge where they happen, with ``raise ... from exc``.
       DeliveryError      69    the reading station did not take a report: keep it, retry
         StationUnavailable     down, hung, refusing TLS, or answering garbage: back off
         ReportRefused          the station refused this one report: keep it, retry later
+      BatchError          2    ``ecgd batch`` refuses to start: its --out folder holds another
+                               batch's results, the model or config changed (without
+                               --new-run), another batch runs there, or an extra is missing
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -83,3 +86,9 @@ class StationUnavailable(DeliveryError):
 
 class ReportRefused(DeliveryError):
     """The station answered, and refused this one report (e.g. its signature check)."""
+
+
+class BatchError(EcgdError):
+    """``ecgd batch`` refuses to start (or go on) with these arguments; nothing was changed."""
+
+    exit_code = 2
