@@ -66,9 +66,14 @@ class EngineStats:
 
 
 class _Worker:
-    def __init__(self, context: Any, target_args: tuple) -> None:
+    def __init__(self, context: Any, target_args: tuple, others: List["_Worker"]) -> None:
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_conn,) + target_args,
+        # The fork copies the coordinator's ends of every pipe into the child: it must close
+        # them, or a coordinator's death never reaches any worker as end-of-file.
+        coordinator_ends = [self.conn] + [other.conn for other in others
+                                          if not other.conn.closed]
+        self.process = context.Process(target=_worker_main,
+                                       args=(child_conn, coordinator_ends) + target_args,
                                        daemon=True)
         self.process.start()
         child_conn.close()
@@ -88,10 +93,22 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def _worker_main(conn: Any, verified: VerifiedModel, settings: WorkSettings,
-                 committed: CommittedKeys, threads: int) -> None:
-    """A worker: start a session, then prepare inputs and infer them in batches."""
+def _worker_main(conn: Any, coordinator_ends: List[Any], verified: VerifiedModel,
+                 settings: WorkSettings, committed: CommittedKeys, threads: int) -> None:
+    """A worker: start a session, then prepare inputs and infer them in batches; it ends
+    when told to stop or when the coordinator is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    for end in coordinator_ends:
+        end.close()
+    try:
+        _serve(conn, verified, settings, committed, threads)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the coordinator is gone: nothing left to report to
+
+
+def _serve(conn: Any, verified: VerifiedModel, settings: WorkSettings,
+           committed: CommittedKeys, threads: int) -> None:
+    """The worker's loop, until ``stop``; a lost coordinator surfaces as a pipe error."""
     try:
         analyzer = settings.analyzer(verified.start(threads))
         conn.send(("ready", os.getpid()))
@@ -104,10 +121,7 @@ def _worker_main(conn: Any, verified: VerifiedModel, settings: WorkSettings,
                     conn.send(("result", seq, result))
                 pending, pending_windows = [], 0
                 continue
-            try:
-                message = conn.recv()
-            except EOFError:  # the coordinator is gone: nothing left to report to
-                return
+            message = conn.recv()
             if message[0] == "stop":
                 conn.send(("stopped", peak_rss_mb()))
                 return
@@ -147,8 +161,8 @@ class LocalEngine:
         self._committer = committer
         self._progress = progress
         try:
-            self._workers = [_Worker(self._context, self._target_args)
-                             for _ in range(self._n_workers)]
+            for _ in range(self._n_workers):
+                self._workers.append(_Worker(self._context, self._target_args, self._workers))
             counter: Optional[Iterator[FoundRecording]] = counting
             counted = 0
             while True:
@@ -250,7 +264,8 @@ class LocalEngine:
                 task.suspect = True
                 self._retry.appendleft(task)
         dead.conn.close()
-        self._workers[self._workers.index(dead)] = _Worker(self._context, self._target_args)
+        self._workers[self._workers.index(dead)] = _Worker(self._context, self._target_args,
+                                                           self._workers)
 
     def _stop_workers(self) -> None:
         for worker in self._workers:

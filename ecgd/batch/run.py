@@ -138,9 +138,9 @@ class RunFolder:
         self._suffix = FILE_SUFFIX[self.fmt]
         self._window_columns = window_columns(labels)
         self._lock = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
+        try:  # a POSIX lock (not flock): worker processes forked from this one do not hold it
+            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             os.close(self._lock)
             raise BatchError(f"{path}: another ecgd batch is running on this run") from exc
         self.ledger = Ledger(path / LEDGER_FILE)

@@ -148,17 +148,14 @@ class VerifiedModel:
         if not 1 <= threads <= 64:
             raise ModelError(f"threads={threads}: must be between 1 and 64")
         manifest = self.manifest
-        source = manifest.path.name
         fd = _open_model(manifest)
         try:
             if _identity(os.fstat(fd)) != self.identity:
-                raise ModelError(f"{source}: {manifest.onnx_path.name} changed after it was "
-                                 f"verified; refusing it")
+                raise _changed_since_verified(manifest)
             try:
                 session = _start_session_on_fd(fd, threads, manifest.precision)
             except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-                raise ModelError(f"{source}: {manifest.onnx_path.name} is not a loadable ONNX "
-                                 f"model ({str(exc).splitlines()[0][:200]})") from exc
+                raise _not_loadable(manifest, exc) from exc
             if _identity(os.fstat(fd)) != self.identity:
                 raise _written_to(manifest, "loaded")
         finally:
@@ -171,8 +168,7 @@ class VerifiedModel:
         fd = _open_model(self.manifest)
         try:
             if _identity(os.fstat(fd)) != self.identity:
-                raise ModelError(f"{self.manifest.path.name}: {self.manifest.onnx_path.name} "
-                                 f"changed after it was verified; refusing it")
+                raise _changed_since_verified(self.manifest)
             try:
                 data = os.pread(fd, self.identity[2], 0)
             except OSError as exc:
@@ -193,8 +189,7 @@ def start_from_bytes(manifest: Manifest, onnx_bytes: bytes, threads: int) -> "Mo
     try:
         session = start_session(onnx_bytes, threads, manifest.precision)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-        raise ModelError(f"{manifest.path.name}: {manifest.onnx_path.name} is not a loadable "
-                         f"ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        raise _not_loadable(manifest, exc) from exc
     return ModelSession.checked(manifest, session)
 
 
@@ -208,6 +203,16 @@ def _open_model(manifest: Manifest) -> int:
 def _unreadable(manifest: Manifest, exc: OSError) -> ModelError:
     return ModelError(f"{manifest.path.name}: cannot read model file {manifest.onnx_path.name}: "
                       f"{exc.strerror}")
+
+
+def _changed_since_verified(manifest: Manifest) -> ModelError:
+    return ModelError(f"{manifest.path.name}: {manifest.onnx_path.name} changed after it was "
+                      f"verified; refusing it")
+
+
+def _not_loadable(manifest: Manifest, exc: Exception) -> ModelError:
+    return ModelError(f"{manifest.path.name}: {manifest.onnx_path.name} is not a loadable ONNX "
+                      f"model ({str(exc).splitlines()[0][:200]})")
 
 
 def _written_to(manifest: Manifest, while_what: str) -> ModelError:
