@@ -160,6 +160,8 @@ def test_wfdb_header_whose_data_never_arrives_goes_to_failed(make_spool, spool_c
         make_spool(wfdb_wait_s=1.0)
         shutil.copy(shared_data / "cinc2021" / "E07500.hea", spool_config.dir)
         assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 1)
+        # The spool logs input_failed just after the error file is durable: wait for it too.
+        assert wait_for(lambda: any(entry["event"] == "input_failed" for entry in logs))
     assert (spool_config.failed_dir / "E07500.hea").is_file()
     document = json.loads((spool_config.failed_dir / "E07500.hea.error.json").read_text())
     assert document["reason"] == "E07500.hea: data files never arrived: E07500.mat"
@@ -432,7 +434,9 @@ def test_inputs_with_the_longest_names_are_quarantined_with_their_error_file(mak
     assert claimed.original_name == names[0]
     placed = spool.fail(claimed, "not an ECG")
     assert placed == (spool_config.failed_dir / names[0],)
-    assert wait_for(lambda: (spool_config.failed_dir / names[1]).exists())
+    # The refused input is moved first and its error file written just after: wait for both.
+    assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 2)
+    assert (spool_config.failed_dir / names[1]).exists()
     documents = [json.loads(path.read_text()) for path in error_files(spool_config.failed_dir)]
     assert sorted(document["input"] for document in documents) == names
     assert all(len(path.name.encode()) <= 255 for path in spool_config.failed_dir.iterdir())

@@ -4,11 +4,13 @@ A window row is the window's report (``Analyzer.finish``, as the daemon and ``ec
 build it) flattened: nested fields joined with ``_`` (``qc.status`` -> ``qc_status``), the
 150 findings as one probability column per label (``prob_<label>``, in the manifest's label
 order; null when QC rejected the window) plus ``findings_above_threshold`` (the labels at or
-above their threshold, most probable first). Two report fields differ, because these files
-are not sealed: ``source.file`` (an input name may hold a patient identifier) becomes
-``source_name_hash``, the hash the daemon's logs show for a name, and ``host`` (the Pi's
-thermal state) is left out. Every other report field has its column; a report field without
-one is refused (:func:`window_row`), so the table cannot silently drift from the schema.
+above their threshold, most probable first). Three report fields differ: ``source.file`` (an
+input name may hold a patient identifier, and these files are not sealed) becomes
+``source_name_hash``, the hash the daemon's logs show for a name; ``host`` (the Pi's thermal
+state) and ``waveform`` (the window's samples, tens of kB a row, which the archive's
+recordings already hold) are left out. Every other report field has its column; a report
+field without one is refused (:func:`window_row`), so the table cannot silently drift from
+the schema.
 
 Shards are encoded in memory (:func:`encode_shard`) as Parquet (pyarrow, zstd) or JSON Lines.
 """

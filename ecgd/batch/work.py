@@ -49,9 +49,10 @@ class WorkSettings:
 
     def analyzer(self, session: Optional[ModelSession],
                  manifest: Optional[Manifest] = None) -> Analyzer:
-        """The Analyzer the daemon would build with these settings."""
+        """The Analyzer the daemon would build with these settings, without the report's
+        waveform (the archive keeps the recordings; see ecgd.batch.table)."""
         return Analyzer(session, self.window, self.qc, self.mains_hz, self.batch_max,
-                        manifest=manifest)
+                        keep_waveform=False, manifest=manifest)
 
 
 @dataclasses.dataclass
