@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "default: RAY_ADDRESS, else a Ray instance started here")
     parser.add_argument("--workers", type=_positive_int, metavar="N",
                         help="model sessions: local worker processes (default: one per "
-                             "usable core) or Ray actors (default: the cluster's CPUs / 2)")
+                             "usable core) or Ray actors (default: the cluster's CPUs / "
+                             "--threads)")
     parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                         help="ONNX Runtime threads per session (default 1)")
     parser.add_argument("--batch", type=_positive_int, default=8, metavar="N",
