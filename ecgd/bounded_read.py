@@ -31,7 +31,10 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
     if size_bytes > max_bytes:
         raise FileTooLargeError(max_bytes, size_bytes)
     with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
+        # asking for max_bytes + 1 up front would allocate that much for every small file
+        data = handle.read(min(size_bytes, max_bytes) + 1)
+        if len(data) > size_bytes:  # it grew while being read
+            data += handle.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise FileTooLargeError(max_bytes, None)
     return data

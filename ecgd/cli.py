@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "ecgd.commands.receive",
     "ecgd.commands.patient",
     "ecgd.commands.simulate",
+    "ecgd.commands.collect",
 )
 
 EPILOG = """exit codes:

@@ -8,6 +8,7 @@ Every option is documented in the shipped ``etc/ecgd.toml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 import urllib.parse
@@ -130,9 +131,13 @@ class LimitsConfig:
     """Input limits that protect the appliance from hostile or broken files."""
 
     max_input_bytes: int = 64 * 1024 * 1024
+    # leads x samples one input may decode to: about 65 bytes each at the peak of analysing
+    # a 100-Hz recording (resampled to 500 Hz), so the default keeps one input under 1 GB
+    max_input_samples: int = 8_000_000
 
     def __post_init__(self) -> None:
         _require(self.max_input_bytes > 0, "limits", "max_input_bytes", "must be positive")
+        _require(self.max_input_samples > 0, "limits", "max_input_samples", "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +255,9 @@ class SerialConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     queue_windows: int = 4
+    max_bridge_ms: float = 40.0
+    max_bridged_fraction: float = 0.02
+    link_log_s: float = 300.0
 
     def __post_init__(self) -> None:
         _require(bool(self.port), "serial", "port", "is required when [serial] is present")
@@ -270,6 +278,40 @@ class SerialConfig:
         _require(0 < self.backoff_initial_s <= self.backoff_max_s, "serial", "backoff_initial_s",
                  "must be positive and <= backoff_max_s")
         _require(self.queue_windows >= 1, "serial", "queue_windows", "must be >= 1")
+        _require(0 <= self.max_bridge_ms <= 1000, "serial", "max_bridge_ms",
+                 "must be between 0 and 1000")
+        _require(0 <= self.max_bridged_fraction <= 1, "serial", "max_bridged_fraction",
+                 "must be between 0 and 1")
+        _require(self.link_log_s > 0, "serial", "link_log_s", "must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionConfig:
+    """What may be deleted to keep the disk from filling, and the free-space floor.
+
+    Only inputs in ``[spool] done_dir`` and reports in ``<reports dir>/delivered/`` are ever
+    deleted, oldest first, once older than ``*_max_age_days`` or beyond ``*_max_mib`` in
+    total (``inf`` = no limit). Below ``min_free_mib`` free on the reports filesystem the
+    daemon takes no new spool input (they wait in the spool) until space returns.
+    """
+
+    done_max_age_days: float = 30.0
+    done_max_mib: float = 8192.0
+    delivered_max_age_days: float = 90.0
+    delivered_max_mib: float = 2048.0
+    min_free_mib: float = 1024.0
+    interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("done_max_age_days", "done_max_mib", "delivered_max_age_days",
+                     "delivered_max_mib", "min_free_mib"):
+            value = getattr(self, name)
+            _require(not math.isnan(value) and value >= 0, "retention", name,
+                     "must be >= 0 (inf = no limit)")
+        _require(math.isfinite(self.min_free_mib), "retention", "min_free_mib",
+                 "must be finite")
+        _require(0 < self.interval_s <= 3600, "retention", "interval_s",
+                 "must be in (0, 3600]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,6 +343,7 @@ class Config:
     privacy: PrivacyConfig = PrivacyConfig()
     host: HostConfig = HostConfig()
     logging: LoggingConfig = LoggingConfig()
+    retention: RetentionConfig = RetentionConfig()
     serial: Optional[SerialConfig] = None
     forward: Optional[ForwardConfig] = None
     source_path: Optional[Path] = None
@@ -317,6 +360,7 @@ _SECTIONS = {
     "privacy": PrivacyConfig,
     "host": HostConfig,
     "logging": LoggingConfig,
+    "retention": RetentionConfig,
     "serial": SerialConfig,
     "forward": ForwardConfig,
 }

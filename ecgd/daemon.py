@@ -14,6 +14,8 @@ Threads and their hand-offs::
         |  StageQueue (bounded)
         v
     write: seal -> durable write -> input moved to done (strictly after its reports)
+    retention: deletes done inputs and delivered reports past their limits; below the
+        free-space floor new spool inputs wait in the spool (ecgd.retention)
     main thread: signals, host health polling, STATUS=, WATCHDOG=
 
 Preparing the next inputs overlaps inference of the current batch, and a backlog of
@@ -57,7 +59,9 @@ from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
 from ecgd.report import utc_timestamp
 from ecgd.report_store import report_file_name
+from ecgd.retention import Retention
 from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
+from ecgd.signal.bridged import BridgedStretches
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
@@ -320,9 +324,13 @@ class Daemon:
                            get_logger(component="spool"), name_key=self.pseudonym_key,
                            wake=self._wake)
         self.patients = PatientStore(config.privacy.patient_file)
+        self.retention = Retention(config.retention, config.spool.done_dir, config.reports.dir,
+                                   get_logger(component="retention"), wake=self._wake)
         self.live_queue: Optional[WindowQueue] = None
         self.serial: Optional[SerialSource] = None
+        self._max_bridged_fraction = 1.0
         if config.serial is not None:
+            self._max_bridged_fraction = config.serial.max_bridged_fraction
             self.live_queue = _WakingWindowQueue(config.serial.queue_windows, self._wake)
             self.serial = SerialSource(config.serial, config.window, self.live_queue,
                                        get_logger(component="serial"))
@@ -366,6 +374,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
         self._recovered = collections.deque(self.spool.recover())
+        self.retention.check_free_space()  # before the first input is taken
+        self.retention.start()
         self.spool.start()
         if self.serial is not None:
             self.serial.start()
@@ -395,6 +405,7 @@ class Daemon:
             if self.serial is not None:
                 self.serial.stop()
             self.spool.stop()
+            self.retention.stop()
             # Sources first, then the stages: a window cut while stopping is still sealed.
             self._sources_stopped.set()
             self._wake.set()
@@ -423,10 +434,13 @@ class Daemon:
         queue = len(self.live_queue) if self.live_queue is not None else 0
         dropped = self.live_queue.dropped_total if self.live_queue is not None else 0
         latency = "-" if c.last_latency_ms is None else f"{c.last_latency_ms:.0f} ms"
+        link = f"; {self.serial.status_text()}" if self.serial is not None else ""
+        paused = self.retention.status_text()
         return (f"windows {c.windows_done} done, {c.windows_rejected} rejected; inputs "
                 f"{c.inputs_done} done, {c.inputs_failed} failed, {self.spool.ready_count()} "
                 f"waiting, {len(self._to_infer)} windows prepared; live queue {queue}, "
-                f"dropped {dropped}; last {latency}; host {self.host.summary()}")
+                f"dropped {dropped}{link}; last {latency}; host {self.host.summary()}"
+                + (f"; {paused}" if paused else ""))
 
     def _poll_host(self) -> None:
         health = read_host_health()
@@ -480,6 +494,11 @@ class Daemon:
                     # Draining: wait for the live window in flight, then take the next.
                     self._wake.wait(_RECHECK_S)
                     continue
+                if self.retention.intake_paused:
+                    # Below the free-space floor: spool inputs wait where they are; the
+                    # space left is for live windows' reports. Resuming sets the wake event.
+                    self._wake.wait(_RECHECK_S * 2)
+                    continue
                 if self._recovered:
                     self._prepare_claimed(self._recovered.popleft())
                     continue
@@ -501,7 +520,8 @@ class Daemon:
         started = time.perf_counter()
         try:
             try:
-                recording = read_recording(claimed.primary, self.config.limits.max_input_bytes)
+                recording = read_recording(claimed.primary, self.config.limits.max_input_bytes,
+                                           self.config.limits.max_input_samples)
                 digest = content_sha256(list(claimed.files))
             except RecordError as exc:
                 self._fail(claimed, str(exc))
@@ -538,13 +558,20 @@ class Daemon:
                         "format": live.recording.format, "segment": live.segment,
                         "sample_start": live.sample_start, "sample_end": live.sample_end,
                         "lost_samples": live.lost_samples,
-                        "dropped_windows": live.dropped_windows, "lead_off": lead_off_names},
+                        "dropped_windows": live.dropped_windows, "lead_off": lead_off_names,
+                        "bridged_samples": live.bridged_samples,
+                        "bridged_gaps": [{"sample_start": start, "sample_end": end}
+                                         for start, end in live.bridged_gaps]},
                 id_seed=f"serial:{live.device}:{self.stream_epoch}:{live.segment}:"
                         f"{live.sample_start}")
             self._live_windows_cut += 1 + live.dropped_windows
+            bridged = BridgedStretches(
+                tuple((start - live.sample_start, end - live.sample_start)
+                      for start, end in live.bridged_gaps), self._max_bridged_fraction)
             prepared = self.analyzer.prepare(live.recording, source, pseudonym,
                                              lead_off=live.lead_off, host=self.host.as_dict(),
-                                             first_window_index=self._live_windows_cut - 1)
+                                             first_window_index=self._live_windows_cut - 1,
+                                             bridged=bridged)
             job = Job(prepared, None, started, live=True)
         except Exception:
             self.log.exception("live_window_crashed", segment=live.segment,

@@ -19,6 +19,7 @@ from ecgd.config import QcConfig, WindowConfig
 from ecgd.errors import ConfigError, ModelError
 from ecgd.model.manifest import Manifest
 from ecgd.model.session import ModelSession
+from ecgd.signal.bridged import BridgedStretches
 from ecgd.signal.preprocess import make_preprocessor
 from ecgd.signal.quality import assess_window
 from ecgd.records.recording import Recording, arrange_standard_leads
@@ -127,12 +128,15 @@ class Analyzer:
     def prepare(self, recording: Recording, source: SourceInfo, pseudonym: Optional[str],
                 read_ms: float = 0.0, lead_off: Optional[Sequence[bool]] = None,
                 host: Optional[Mapping[str, Any]] = None,
-                first_window_index: int = 0) -> PreparedRecording:
+                first_window_index: int = 0,
+                bridged: Optional[BridgedStretches] = None) -> PreparedRecording:
         """Cut windows, run QC and R-peak detection, preprocess the accepted windows.
 
         ``lead_off`` holds the front end's electrode-off bits in ``recording.lead_names``
         order (live sources); they are fed to QC as ``lead_off`` reasons. Windows are
         numbered from ``first_window_index`` (a live stream numbers its windows itself).
+        ``bridged`` says which samples a live source filled in; a window with too many is
+        rejected as ``bridged`` (ecgd.signal.bridged).
         """
         fs_model = self.manifest.fs_hz
         fs_source = recording.fs_hz
@@ -176,17 +180,19 @@ class Analyzer:
             verdict = assess_window(raw_mv, fs_source, self.manifest.lead_names, self.qc,
                                     mains_hz=self.mains_hz, lead_off=model_lead_off,
                                     r_peaks=r_peaks)
+            bridged_reasons = (() if bridged is None else
+                               bridged.reasons(source_start, source_start + source_window))
             qc_ms = (time.perf_counter() - t0) * 1000.0
             window_mv = model_mv[:, start:start + self.window_samples]
             signal_mv = window_mv if self.keep_waveform else None
-            if verdict.ok:
+            if verdict.ok and not bridged_reasons:
                 measurements = rhythm_measurements(r_peaks, fs_source)
                 item = PreparedWindow(index, window, "accepted", verdict.score, (),
                                       measurements, qc_ms, window_mv, signal_mv)
             else:
                 item = PreparedWindow(index, window, "rejected", verdict.score,
-                                      tuple(verdict.reasons), dict(_NO_MEASUREMENTS), qc_ms,
-                                      signal_mv=signal_mv)
+                                      tuple(verdict.reasons) + bridged_reasons,
+                                      dict(_NO_MEASUREMENTS), qc_ms, signal_mv=signal_mv)
             prepared.append(item)
 
         t0 = time.perf_counter()

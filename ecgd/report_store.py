@@ -11,9 +11,12 @@ has acknowledged it (or an administrator has collected it by hand), it is moved 
 """
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import List
+
+from ecgd.durable import ensure_private_dir, fsync_directory
 
 REPORT_SUFFIX = ".ecgr"
 DELIVERED_DIR_NAME = "delivered"
@@ -54,3 +57,31 @@ def list_reports(folder: Path) -> List[Path]:
         return []
     return sorted(path for path in folder.iterdir()
                   if is_report_file_name(path.name) and path.is_file() and not path.is_symlink())
+
+
+def mark_delivered(reports: List[Path], reports_dir: Path) -> List[Path]:
+    """Move ``reports`` (files in ``reports_dir``) into ``delivered/``, durably; their new paths.
+
+    Call only once each report is safe elsewhere: from then on retention may delete it.
+    ``delivered/`` is created (0700) if missing, owned like ``reports_dir`` when run as root,
+    so that the service user can still delete what an administrator moved there. OSError
+    propagates (the caller translates it); reports already moved stay moved.
+    """
+    reports_dir = Path(reports_dir)
+    target_dir = delivered_dir(reports_dir)
+    if not target_dir.is_dir():
+        ensure_private_dir(target_dir)
+        owner = reports_dir.stat()
+        if os.geteuid() == 0:
+            os.chown(target_dir, owner.st_uid, owner.st_gid)
+    moved = []
+    try:
+        for report in reports:
+            target = target_dir / report.name
+            os.rename(report, target)
+            moved.append(target)
+    finally:
+        if moved:
+            fsync_directory(target_dir)
+            fsync_directory(reports_dir)
+    return moved

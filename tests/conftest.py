@@ -30,3 +30,4 @@ def reference_manifest(tmp_path_factory: pytest.TempPathFactory, ecgfounder_labe
 
     out_dir = tmp_path_factory.mktemp("reference-model")
     return build_reference(out_dir, labels_path=ecgfounder_labels, seed=0)
+

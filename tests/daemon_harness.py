@@ -125,9 +125,9 @@ class DaemonProcess:
 
 
 @contextlib.contextmanager
-def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``folder`` and filled up; yields the filler file
-    (delete it to make room). Skips the test where mounting needs root and is refused."""
+def small_filesystem(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted on ``folder`` (created if missing), unmounted
+    afterwards; yields ``folder``. Skips the test where mounting needs root and is refused."""
     import pytest
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -136,6 +136,16 @@ def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
     if mount.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@contextlib.contextmanager
+def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` and filled up; yields the filler file
+    (delete it to make room). Skips the test where mounting needs root and is refused."""
+    with small_filesystem(folder, size):
         filler = folder / "filler"
         try:
             with open(filler, "wb") as handle:
@@ -145,5 +155,3 @@ def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
         except OSError:
             pass  # full: what the caller wants
         yield filler
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -277,3 +277,31 @@ def test_no_waveform_without_a_twelve_lead_signal(capsys, reference_manifest, tm
     _, reports, _ = analyze(capsys, "--model", reference_manifest, two_leads, short)
     assert len(reports) == 2
     assert all("waveform" not in report for report in reports)
+
+
+def test_timestamp_at_the_end_of_time_still_gives_reports(capsys, validator, shared_data,
+                                                          reference_manifest, tmp_path) -> None:
+    """An HL7 file acquired at 9999-12-31 23:59:59 UTC (its windows' start times would pass
+    year 9999) gives its report with a null start time, not an internal error (exit 70)."""
+    source = shared_data / "hl7-aecg" / "Example aECG.xml"
+    text = source.read_text(encoding="utf-8").replace(
+        '<head value="20021122091000.000"', '<head value="99991231235959.000+0000"', 1)
+    path = tmp_path / "late.xml"
+    path.write_text(text, encoding="utf-8")
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, path)
+    assert code == 0, errors
+    (report,) = reports
+    validator.validate(report)
+    assert report["window"].get("start_time") is None
+
+
+def test_two_hertz_input_is_one_line_refusal(capsys, reference_manifest, tmp_path) -> None:
+    """A 2-Hz .npz (the poison input that once took 34 s and 7.3 GB to resample) is refused
+    with one line and exit 1; the good file after it still gets its report."""
+    slow = _npz_recording(tmp_path / "slow.npz", np.zeros((12, 20000), np.float32), fs_hz=2.0)
+    good = _npz_recording(tmp_path / "good.npz", np.zeros((12, 5000), np.float32))
+    code, reports, errors = analyze(capsys, "--model", reference_manifest, slow, good)
+    assert code == 1
+    assert errors == ["ecgd: slow.npz: sampling rate outside 100-10000 Hz, the rates an ECG "
+                      "is read at; refused"]
+    assert [r["source"]["file"] for r in reports] == ["good.npz"]

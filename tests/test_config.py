@@ -60,9 +60,17 @@ def test_dev_config_resolves_paths_relative_to_file() -> None:
     ("[window]\nstride_s = 20.0\n", "[window] stride_s: must be in (0, seconds]"),
     ("[qc]\nquality_score_min = 1.5\n", "[qc] quality_score_min: must be between 0 and 1"),
     ("[spool]\ndone_dir = \"/var/spool/ecgd/incoming\"\n", "must all differ"),
+    ("[limits]\nmax_input_samples = 0\n", "[limits] max_input_samples: must be positive"),
     ("[serial]\nbaudrate = 9600\n", "[serial] port: is required"),
     ("[serial]\nport = \"loop://\"\nformat = \"midi\"\n", "[serial] format"),
     ("[reports]\nrecipients = \"/etc/key.pub\"\n", "[reports] recipients: must be a list"),
+    ("[serial]\nport = \"loop://\"\nmax_bridge_ms = -1\n", "[serial] max_bridge_ms"),
+    ("[serial]\nport = \"loop://\"\nmax_bridged_fraction = 1.5\n",
+     "[serial] max_bridged_fraction"),
+    ("[retention]\nmin_free_mib = -1\n", "[retention] min_free_mib: must be >= 0"),
+    ("[retention]\nmin_free_mib = inf\n", "[retention] min_free_mib: must be finite"),
+    ("[retention]\ndone_max_age_days = nan\n", "[retention] done_max_age_days"),
+    ("[retention]\ninterval_s = 0\n", "[retention] interval_s"),
     ("model = 3\n", "[model]: must be a table"),
     ("[model\n", "not valid TOML"),
 ])
@@ -78,3 +86,10 @@ def test_missing_config_file_names_the_file(tmp_path: Path) -> None:
     """A missing config file is a ConfigError naming it."""
     with pytest.raises(ConfigError, match="nope.toml"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_retention_limits_accept_inf_as_no_limit() -> None:
+    """inf (TOML's own spelling) keeps done inputs and delivered reports forever."""
+    config = parse_config("[retention]\ndone_max_age_days = inf\ndelivered_max_mib = inf\n")
+    assert config.retention.done_max_age_days == float("inf")
+    assert config.retention.delivered_max_mib == float("inf")

@@ -380,8 +380,11 @@ def test_watchdog_pings_stop_while_inference_hangs(tmp_path, reference_manifest,
     assert daemon.process.poll() is None
 
 
-def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> None:
-    """Reports dir on a full filesystem: input stays in processing; freeing space recovers."""
+def test_full_disk_keeps_input_and_recovers(tmp_path, reference_manifest, daemons,
+                                           shared_data) -> None:
+    """Reports dir on a full filesystem with the free-space floor off (so the input is
+    taken): input stays in processing; freeing space recovers."""
+    appliance = Appliance(tmp_path, reference_manifest, "[retention]\nmin_free_mib = 0.0\n")
     with full_filesystem(appliance.reports, "256k") as filler:
         daemon = daemons(appliance)
         daemon.wait_ready()

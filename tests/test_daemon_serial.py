@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import pytest
 
@@ -20,11 +20,12 @@ jsonschema = pytest.importorskip("jsonschema")
 class Simulator:
     """``ecgd simulate --pty-link PATH`` as a subprocess: a device behind a symlinked pty."""
 
-    def __init__(self, link: Path, record: Path, speed: float, fmt: str = "ecgd-frame") -> None:
+    def __init__(self, link: Path, record: Path, speed: float, fmt: str = "ecgd-frame",
+                 faults: Sequence[str] = ()) -> None:
         self.link = link
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ecgd", "simulate", "--pty-link", str(link), "--format", fmt,
-             "--record", str(record), "--loop", "--speed", str(speed)],
+             "--record", str(record), "--loop", "--speed", str(speed), *faults],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
         wait_for(link.exists, 30, "the simulator's pseudo-terminal link")
 
@@ -37,8 +38,9 @@ class Simulator:
 def simulator(tmp_path: Path, shared_data: Path):
     started: List[Simulator] = []
 
-    def start(speed: float) -> Simulator:
-        sim = Simulator(tmp_path / "ttyECG", shared_data / "cinc2021" / "HR06004.hea", speed)
+    def start(speed: float, faults: Sequence[str] = ()) -> Simulator:
+        sim = Simulator(tmp_path / "ttyECG", shared_data / "cinc2021" / "HR06004.hea", speed,
+                        faults=faults)
         started.append(sim)
         return sim
 
@@ -134,3 +136,31 @@ def test_unreadable_patient_file_costs_no_window(tmp_path, reference_manifest, s
     assert log.count("patient_file_unreadable") == 1
     assert "LEAKY-PATIENT-42" not in log
     assert all(r["patient"]["pseudonym"] is None for r in appliance.decrypted_reports())
+
+
+def test_lossy_link_bridged_counted_and_logged_once(tmp_path, reference_manifest,
+                                                   simulator) -> None:
+    """The README's lossy simulator (1 % frames dropped, 1 % garbage): windows keep coming,
+    their reports list the bridged gaps (none over max_bridge_ms), STATUS= counts them, and
+    the journal says link_degraded once, not once per frame."""
+    sim = simulator(speed=10, faults=("--drop-rate", "0.01", "--garbage-rate", "0.01",
+                                      "--seed", "4"))
+    appliance = Appliance(tmp_path / "appliance", reference_manifest, _serial_toml(sim.link))
+    daemon = DaemonProcess(appliance.config, tmp_path)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: len(appliance.report_files()) >= 4, 90, "4 live reports")
+        wait_for(lambda: re.search(r"bridged [1-9]\d* gaps", daemon.notify.last("STATUS") or ""),
+                 30, "STATUS= counting bridged gaps")
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    reports = appliance.decrypted_reports()
+    assert len({r["source"]["segment"] for r in reports}) == 1
+    bridged = [gap for r in reports for gap in r["source"]["bridged_gaps"]]
+    assert bridged and sum(r["source"]["bridged_samples"] for r in reports) == sum(
+        gap["sample_end"] - gap["sample_start"] for gap in bridged)
+    assert all(0 < gap["sample_end"] - gap["sample_start"] <= 20 for gap in bridged)
+    events = [json.loads(line).get("event") for line in daemon.log_text().splitlines()
+              if line.startswith("{")]
+    assert events.count("link_degraded") == 1

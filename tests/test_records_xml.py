@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
 import sys
 import tracemalloc
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_hl7_local_time_is_kept_as_text_not_guessed(shared_data: Path) -> None:
     recording = hl7_aecg.read(shared_data / "hl7-aecg" / "Example aECG.xml", MAX_BYTES)
     assert recording.start_time is None
     assert recording.metadata["start_time_local"] == "2002-11-22T09:10:00"
-    assert recording.metadata["start_time_text"] == "20021122091000.000"
+    assert "start_time_error" not in recording.metadata
 
 
 def test_hl7_zoned_time_becomes_utc(shared_data: Path, tmp_path: Path) -> None:
@@ -109,6 +110,27 @@ def test_hl7_zoned_time_becomes_utc(shared_data: Path, tmp_path: Path) -> None:
     assert recording.start_time is not None
     assert recording.start_time.utcoffset().total_seconds() == 0
     assert (recording.start_time.hour, recording.start_time.minute) == (8, 10)
+
+
+@pytest.mark.parametrize("head, reason", [
+    ("20021122091000.000+9999", "UTC offset of a day or more"),
+    ("00010101000000.000+0100", "outside years 1-9999 in UTC"),
+    ("20021131091000.000", "not a valid calendar date"),
+    ("XXXXXXXXXXXXXX", "not an HL7 timestamp"),
+    ("99991231235959.000+0000", "passes year 9999"),
+])
+def test_hl7_bad_acquisition_time_keeps_the_signal(shared_data: Path, tmp_path: Path,
+                                                  head: str, reason: str) -> None:
+    """An impossible or masked HL7 time (zone +9999, year 1 at +0100, 31 November, XXXX, or
+    a last sample past year 9999) is noted in the metadata; the signal is read as usual."""
+    path = _edited_copy(shared_data / "hl7-aecg" / "Example aECG.xml", tmp_path,
+                        r'<head value="20021122091000\.000"', f'<head value="{head}"',
+                        encoding="utf-8")
+    recording = read_recording(path, MAX_BYTES)
+    assert recording.start_time is None
+    assert reason in recording.metadata["start_time_error"]
+    assert head not in recording.metadata["start_time_error"]
+    assert recording.samples_mv.shape == (12, 5000)
 
 
 def test_hl7_mindray_100_hz(shared_data: Path) -> None:
@@ -147,6 +169,65 @@ def test_muse_identifier_statements_and_local_time(shared_data: Path) -> None:
     assert recording.metadata["start_time_local"] == "2023-04-29T22:41:16"
 
 
+def _muse_digital_values(text: str) -> Dict[str, np.ndarray]:
+    """Each rhythm lead's stored int16 values, decoded here with struct (not numpy views)."""
+    rhythm = text[text.index("<WaveformType>Rhythm</WaveformType>"):]
+    values = {}
+    for block in re.findall(r"<LeadData>(.*?)</LeadData>", rhythm, flags=re.S):
+        lead = re.search(r"<LeadID>\s*(\S+)\s*</LeadID>", block).group(1)
+        raw = base64.b64decode("".join(re.search(r"<WaveFormData>([^<]*)</WaveFormData>",
+                                                 block).group(1).split()))
+        values[lead] = np.array(struct.unpack(f"<{len(raw) // 2}h", raw), dtype=np.float64)
+    return values
+
+
+@pytest.mark.parametrize("name", MUSE_FILES)
+def test_muse_samples_are_the_files_digits_times_its_own_lsb(shared_data: Path,
+                                                             name: str) -> None:
+    """Every MUSE sample equals the stored integer times the file's LeadAmplitudeUnitsPerBit
+    (4.88 uV here; a reader using a round 5 uV is 2.5 % off and fails)."""
+    path = shared_data / "ge-muse-xml" / name
+    text = path.read_text(encoding="latin-1")
+    per_bit_uv = {float(v) for v in re.findall(
+        r"<LeadAmplitudeUnitsPerBit>\s*([^<\s]+)\s*<", text)}
+    assert per_bit_uv == {4.88}
+    recording = ge_muse.read(path, MAX_BYTES)
+    digits = _muse_digital_values(text)
+    assert set(digits) == set(recording.lead_names)
+    for lead, values in digits.items():
+        expected_mv = (values * 4.88e-3).astype(np.float32)
+        np.testing.assert_array_equal(_lead(recording, lead), expected_mv)
+
+
+def test_muse_sample_exponent_out_of_range_is_one_line(shared_data: Path,
+                                                       tmp_path: Path) -> None:
+    """SampleExponent 400 (a rate of 500e400 Hz) is one RecordError line, not an overflow."""
+    source = shared_data / "ge-muse-xml" / "BRAVEHEART" / "example1.xml"
+    path = _edited_copy(source, tmp_path,
+                        r"(<WaveformType>Rhythm</WaveformType>.*?<SampleExponent>)0<",
+                        r"\g<1>400<")
+    with pytest.raises(RecordError, match=r"^example1\.xml: .*sampling rate"):
+        read_recording(path, MAX_BYTES)
+
+
+@pytest.mark.parametrize("date, clock, reason", [
+    ("XX-XX-XXXX", "XX:XX:XX", "not MM-DD-YYYY HH:MM:SS"),
+    ("02-30-2023", "10:00:00", "not a valid calendar date"),
+])
+def test_muse_bad_acquisition_time_keeps_the_signal(shared_data: Path, tmp_path: Path,
+                                                   date: str, clock: str, reason: str) -> None:
+    """A masked or impossible MUSE acquisition date/time is noted; the 8 leads are read."""
+    path = _edited_copy(shared_data / "ge-muse-xml" / "EGM" / "muse-sinus.xml", tmp_path,
+                        r"<AcquisitionTime>[^<]*</AcquisitionTime>(\s*)"
+                        r"<AcquisitionDate>[^<]*</AcquisitionDate>",
+                        f"<AcquisitionTime>{clock}</AcquisitionTime>\\g<1>"
+                        f"<AcquisitionDate>{date}</AcquisitionDate>")
+    recording = read_recording(path, MAX_BYTES)
+    assert recording.start_time is None
+    assert reason in recording.metadata["start_time_error"]
+    assert recording.samples_mv.shape == (8, 5000)
+
+
 def test_muse_deidentified_export_has_no_identifier(shared_data: Path) -> None:
     """A MUSE export without PatientDemographics gives patient_id None, not an empty string."""
     recording = ge_muse.read(shared_data / "ge-muse-xml" / "BRAVEHEART" / "example1.xml",
@@ -165,7 +246,8 @@ def test_muse_sample_count_mismatch_is_refused(shared_data: Path, tmp_path: Path
               + text[block_at + len("<LeadSampleCountTotal>5000</LeadSampleCountTotal>"):])
     path = tmp_path / source.name
     path.write_text(edited, encoding="latin-1")
-    with pytest.raises(RecordError, match=r"muse-sinus\.xml: lead V3 .*4999"):
+    with pytest.raises(RecordError, match=r"muse-sinus\.xml: lead V3 holds 5000 samples, not "
+                                          r"the LeadSampleCountTotal stated"):
         ge_muse.read(path, MAX_BYTES)
 
 
@@ -238,6 +320,25 @@ def test_cardiosoft_reads_strip_data(shared_data: Path) -> None:
     assert recording.metadata["start_time_local"] == "2018-07-19T14:19:39"
 
 
+@pytest.mark.parametrize("day, reason", [
+    ("99999999999999999999", "not a valid calendar date"),
+    ("XX", "not a valid calendar date"),
+    ("31", "not a valid calendar date"),
+])
+def test_cardiosoft_bad_observation_time_keeps_the_signal(shared_data: Path, tmp_path: Path,
+                                                         day: str, reason: str) -> None:
+    """A huge, masked or impossible day (July has 31, so the file's month is changed to
+    June for the last case) is noted; StripData is read as usual."""
+    source = shared_data / "ge-cardiosoft-xml" / "example-XML1.xml"
+    path = _edited_copy(source, tmp_path,
+                        r"(<ObservationDateTime>.*?<Day>)19(</Day>\s*<Month>)7<",
+                        rf"\g<1>{day}\g<2>6<")
+    recording = read_recording(path, MAX_BYTES)
+    assert recording.start_time is None
+    assert reason in recording.metadata["start_time_error"]
+    assert recording.samples_mv.shape == (12, 5000)
+
+
 def test_cardiosoft_resolution_comes_from_the_file(shared_data: Path, tmp_path: Path) -> None:
     """Doubling StripData's stated resolution doubles every amplitude."""
     source = shared_data / "ge-cardiosoft-xml" / "example-XML1.xml"
@@ -251,9 +352,9 @@ def test_cardiosoft_resolution_comes_from_the_file(shared_data: Path, tmp_path: 
 
 @pytest.mark.parametrize("module, relative, pattern, message", [
     (hl7_aecg, "hl7-aecg/Example aECG.xml", r"(<digits>\s*-?\d+)",
-     r"lead \S+ digits are not integers"),
+     r"lead \S+ digits are not all integers"),
     (ge_cardiosoft, "ge-cardiosoft-xml/example-XML1.xml",
-     r'(<StripData>.*?<WaveformData lead="I">\s*-?\d+)', r"lead I samples are not integers"),
+     r'(<StripData>.*?<WaveformData lead="I">\s*-?\d+)', r"lead I samples are not all integers"),
 ])
 @pytest.mark.parametrize("bad_token", ["1.5", "x", "99999999999999999999999"])
 def test_non_integer_or_out_of_range_samples_are_refused(shared_data: Path, tmp_path: Path,
@@ -304,6 +405,27 @@ def test_philips_statements_and_device(shared_data: Path) -> None:
     assert "Sinus bradycardia" in recording.metadata["statements"]
     assert ">>> Acute MI <<<" in recording.metadata["statements"]
     assert recording.metadata["device"] == "HeartstartMRx"
+
+
+def test_philips_deidentified_export_without_namespace_is_read(shared_data: Path,
+                                                              tmp_path: Path) -> None:
+    """A de-identified Philips export (no default XML namespace, acquisition date and time
+    masked as XXXX) reads like the original, with the masked time noted."""
+    source = shared_data / "philips-xml" / "129DYPRG.XML"
+    text = source.read_text(encoding="utf-8")
+    text = text.replace(' xmlns="http://www3.medical.philips.com"', "", 1)
+    text, masked = re.subn(r'(<dataacquisition) date="[^"]*" time="[^"]*"',
+                           r'\g<1> date="XXXX" time="XXXX"', text)
+    assert masked == 1
+    path = tmp_path / "deidentified.xml"
+    path.write_text(text, encoding="utf-8")
+    recording = read_recording(path, MAX_BYTES)
+    original = read_recording(source, MAX_BYTES)
+    np.testing.assert_array_equal(recording.samples_mv, original.samples_mv)
+    assert recording.lead_names == STANDARD_LEADS
+    assert recording.start_time is None
+    assert "not YYYY-MM-DD HH:MM:SS" in recording.metadata["start_time_error"]
+    assert original.metadata["start_time_local"] == "2011-12-01T07:27:34"
 
 
 def test_philips_truncated_waveform_is_refused(shared_data: Path, tmp_path: Path) -> None:
@@ -481,6 +603,16 @@ def test_unknown_dialect_is_refused(tmp_path: Path) -> None:
     path.write_text('<?xml version="1.0"?><SomeOtherECG><Lead>1 2 3</Lead></SomeOtherECG>')
     with pytest.raises(RecordError, match=r"^other\.xml: XML of an unknown ECG dialect"):
         read_recording(path, MAX_BYTES)
+
+
+def test_unknown_xml_encoding_is_one_line(shared_data: Path, tmp_path: Path) -> None:
+    """An XML declaration naming an encoding Python does not know is a RecordError naming
+    the declaration (not the encoding's name), not a LookupError."""
+    path = _edited_copy(shared_data / "ge-muse-xml" / "BRAVEHEART" / "example1.xml", tmp_path,
+                        r'encoding="[^"]*"', 'encoding="x-q7z3-bogus"')
+    with pytest.raises(RecordError, match=r"^example1\.xml: .*encoding") as raised:
+        read_recording(path, MAX_BYTES)
+    assert "q7z3" not in str(raised.value)
 
 
 def test_malformed_xml_is_refused(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def test_faults_are_seeded():
         sink = Sink()
         result = simulate.stream(sink, sig, "ecgd-frame", speed=1e6, drop_rate=0.05,
                                  garbage_rate=0.05, seed=seed)
-        runs.append((result.breaks, sink.data))
+        runs.append((result.dropped, result.garbage_before, sink.data))
     assert runs[0] == runs[1] and runs[0] != runs[2]
     assert runs[0][0]
 

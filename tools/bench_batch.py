@@ -84,7 +84,8 @@ def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
 
     config = Config()
     settings = WorkSettings(config.window, config.qc, config.preprocess.mains_hz,
-                            config.limits.max_input_bytes, 8, None)
+                            config.limits.max_input_bytes, config.limits.max_input_samples,
+                            8, None)
     analyzer = settings.analyzer(None, load_manifest(manifest))
     windows: List[np.ndarray] = []
     for path in inputs:

@@ -53,8 +53,9 @@ def readme_page_png(manifest: Path, data_dir: Path) -> bytes:
     digest = content_sha256(recording_files(path))
     source = SourceInfo({"kind": "file", "file": path.name, "format": "wfdb",
                          "content_sha256": digest}, f"file:{digest}")
-    report = analyzer.analyze(read_recording(path, config.limits.max_input_bytes), source,
-                              pseudonymize(DEMO_PATIENT, DEMO_KEY))[0]
+    recording = read_recording(path, config.limits.max_input_bytes,
+                               config.limits.max_input_samples)
+    report = analyzer.analyze(recording, source, pseudonymize(DEMO_PATIENT, DEMO_KEY))[0]
     with tempfile.TemporaryDirectory() as tmp:
         station = generate_keys(Path(tmp) / "station")
         appliance = generate_signing_key(Path(tmp) / "enrolled", name="demo-appliance")

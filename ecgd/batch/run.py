@@ -55,7 +55,7 @@ RUN_FORMAT_VERSION = 1
 def run_identity(sources: Sequence[Path], fmt: str, manifest: Manifest,
                  settings: WorkSettings) -> Dict[str, Any]:
     """What a run is: ``batch`` (which inputs, which format) and ``analysis`` (everything
-    that changes a row: model, QC, windows, mains, input limit, pseudonym key, ecgd)."""
+    that changes a row: model, QC, windows, mains, input limits, pseudonym key, ecgd)."""
     key_id = None
     if settings.pseudonym_key is not None:  # which key, without anything that reveals it
         key_id = hmac.new(settings.pseudonym_key, b"ecgd batch pseudonym key id",
@@ -71,6 +71,7 @@ def run_identity(sources: Sequence[Path], fmt: str, manifest: Manifest,
             "qc": dataclasses.asdict(settings.qc),
             "mains_hz": settings.mains_hz,
             "max_input_bytes": settings.max_input_bytes,
+            "max_input_samples": settings.max_input_samples,
             "pseudonym_key_id": key_id,
         },
     }

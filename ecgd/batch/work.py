@@ -44,6 +44,7 @@ class WorkSettings:
     qc: QcConfig
     mains_hz: int
     max_input_bytes: int
+    max_input_samples: int
     batch_max: int
     pseudonym_key: Optional[bytes]
 
@@ -146,7 +147,8 @@ def prepare_input(path: Path, analyzer: Analyzer, settings: WorkSettings,
         return InputResult(key, SKIPPED)
     try:
         try:
-            recording = read_recording(path, settings.max_input_bytes)
+            recording = read_recording(path, settings.max_input_bytes,
+                                       settings.max_input_samples)
             if digest is None:  # readable after all: hashed in analyze's order, with its reason
                 digest = content_sha256(recording_files(path))
                 key = content_key(digest)

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     for path in args.files:
         t0 = time.perf_counter()
         try:
-            recording = read_recording(path, config.limits.max_input_bytes)
+            recording = read_recording(path, config.limits.max_input_bytes,
+                                       config.limits.max_input_samples)
             digest = content_sha256(recording_files(path))
         except RecordError as exc:
             print(f"ecgd: {exc}", file=sys.stderr)

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     require_format(args.format)
     config = load_config(args.config) if args.config else Config()
     settings = WorkSettings(config.window, config.qc, config.preprocess.mains_hz,
-                            config.limits.max_input_bytes, args.batch,
+                            config.limits.max_input_bytes, config.limits.max_input_samples,
+                            args.batch,
                             configured_pseudonym_key(config, args.config is not None))
     verified = VerifiedModel.verify(args.model or config.model.manifest)
     manifest = verified.manifest

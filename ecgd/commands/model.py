@@ -131,7 +131,8 @@ def _windows(path: Path, config: Config, manifest, preprocess) -> np.ndarray:
     from ecgd.records.recording import arrange_standard_leads
     from ecgd.signal.resample import resample_to
 
-    recording = read_recording(path, config.limits.max_input_bytes)
+    recording = read_recording(path, config.limits.max_input_bytes,
+                               config.limits.max_input_samples)
     leads = arrange_standard_leads(recording, manifest.lead_names)
     if leads.samples_mv is None:
         raise RecordError(f"{path.name}: lacks leads {', '.join(leads.missing)}")

@@ -128,15 +128,27 @@ class Signal:
 
 @dataclasses.dataclass
 class SimulationResult:
-    """What was sent. ``breaks`` are ``(start, end)`` stream sample ranges a receiver must
-    not splice across: a dropped frame ``(s, s + n)``, garbage before a frame ``(s, s)``."""
+    """What was sent. ``dropped`` are the ``[start, end)`` stream sample ranges of frames not
+    sent (in order); ``garbage_before`` the stream sample indices before which garbage was
+    sent."""
 
     frames_sent: int = 0
     frames_dropped: int = 0
     garbage_bytes: int = 0
     samples_streamed: int = 0
-    breaks: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+    dropped: List[Tuple[int, int]] = dataclasses.field(default_factory=list)
+    garbage_before: List[int] = dataclasses.field(default_factory=list)
     disconnected: bool = False
+
+    def dropped_runs(self) -> List[Tuple[int, int]]:
+        """``dropped`` with back-to-back ranges merged: each run is one gap to a receiver."""
+        runs: List[Tuple[int, int]] = []
+        for start, end in self.dropped:
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+        return runs
 
 
 def prepare_signal(recording: Recording, fmt: str, n_leads: int) -> Signal:
@@ -222,10 +234,10 @@ def stream(device, sig: Signal, fmt: str, *, speed: float = 1.0, loop: bool = Fa
                 junk = rng.bytes(int(rng.integers(1, _GARBAGE_MAX_BYTES + 1)))
                 pending.append(junk)
                 result.garbage_bytes += len(junk)
-                result.breaks.append((start, start))
+                result.garbage_before.append(start)
             if drop_rate and rng.random() < drop_rate:
                 result.frames_dropped += 1
-                result.breaks.append((start, start + n))
+                result.dropped.append((start, start + n))
             else:
                 pending.append(data)
                 result.frames_sent += 1

@@ -33,10 +33,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ecgd import durable
 from ecgd.config import ForwardConfig
 from ecgd.errors import ReportRefused, StationUnavailable
-from ecgd.report_store import REPORT_MAX_BYTES, delivered_dir, list_reports, report_id_of
+from ecgd.report_store import REPORT_MAX_BYTES, list_reports, mark_delivered, report_id_of
 
 ACK_STATUSES = ("stored", "already-stored")
 # An acknowledgement is a small JSON object; a longer answer is not one and is not read.
@@ -217,15 +216,11 @@ class Forwarder:
 
     def _mark_delivered(self, path: Path, sent: os.stat_result) -> bool:
         """Move the report into delivered/ if it is still the file that was sent."""
-        target_dir = delivered_dir(self.reports_dir)
         try:
             current = os.lstat(path)
             if (current.st_dev, current.st_ino) != (sent.st_dev, sent.st_ino):
                 return False  # rewritten while it was sent: the next pass sends the new one
-            durable.ensure_private_dir(target_dir)
-            os.rename(path, target_dir / path.name)
-            durable.fsync_directory(target_dir)
-            durable.fsync_directory(self.reports_dir)
+            mark_delivered([path], self.reports_dir)
         except FileNotFoundError:
             return False
         except OSError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Set, Union
 
 from ecgd.errors import RecordError
+from ecgd.records.wfdb_header import header_lines
 
 
 def wfdb_signal_files(header_path: Path) -> List[str]:
@@ -21,10 +22,9 @@ def wfdb_signal_files(header_path: Path) -> List[str]:
         text = Path(header_path).read_text(encoding="latin-1")
     except OSError as exc:
         raise RecordError(f"{Path(header_path).name}: cannot read header: {exc.strerror}") from exc
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
+    lines, _comments = header_lines(text)
     names: List[str] = []
-    for line in lines[1:]:
+    for _line_no, line in lines[1:]:
         name = line.split()[0]
         if name != "~" and name not in names:
             names.append(name)

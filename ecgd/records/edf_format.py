@@ -17,12 +17,12 @@ Patient: EDF+ structures the patient field as ``code sex birthdate name`` with `
 unknown, and the code is the identifier. Plain EDF holds free text, taken whole. Template
 placeholders (``X``, the literal ``dd-MMM-yyyy`` some writers leave) are not identifiers.
 The start date has a two-digit year (85-99 -> 19xx, 00-84 -> 20xx, as the spec says) and no
-time zone, so UTC is assumed.
+time zone: it is local time (:mod:`ecgd.records.timestamps`). ``rails_mv`` is each signal's
+physical minimum and maximum, the values its digital range maps to.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import re
 from pathlib import Path
@@ -31,7 +31,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ecgd.errors import RecordError
-from ecgd.records.recording import Recording, normalize_lead_name
+from ecgd.records.recording import (DEFAULT_MAX_SAMPLES, Recording, check_sample_budget,
+                                    lead_label, normalize_lead_name, refuse_repeated_leads)
+from ecgd.records.timestamps import StartTime, acquisition_start, time_problem
 
 _FIXED_HEADER_BYTES = 256
 _SIGNAL_HEADER_BYTES = 256
@@ -61,10 +63,11 @@ class _Header:
     signals: Dict[str, List[str]]
 
 
-def read(path: Path, max_bytes: int) -> Recording:
+def read(path: Path, max_bytes: int, max_samples: int = DEFAULT_MAX_SAMPLES) -> Recording:
     """Read an EDF/EDF+ file as float32 millivolts ``[leads, n]``.
 
     ``max_bytes`` bounds the bytes read; the caller's size check refuses larger files first.
+    More than ``max_samples`` leads x samples are refused before they are decoded.
     """
     path = Path(path)
     name = path.name
@@ -88,27 +91,28 @@ def read(path: Path, max_bytes: int) -> Recording:
     if len({spr[i] for i in keep}) != 1:
         raise RecordError(f"{name}: signals have different sampling rates; not supported")
     if header.record_duration_s <= 0 or not math.isfinite(header.record_duration_s):
-        raise RecordError(f"{name}: data record duration {header.record_duration_s!r} s is "
-                          f"not positive")
+        raise RecordError(f"{name}: data record duration is not a positive number")
+    check_sample_budget(len(keep), n_records * spr[keep[0]], max_samples, name)
     digital = np.frombuffer(data, dtype="<i2", offset=header.header_bytes,
                             count=n_records * record_values).reshape(n_records, record_values)
     starts = np.cumsum([0] + spr)
     samples_mv = np.empty((len(keep), n_records * spr[keep[0]]), dtype=np.float32)
+    rails_mv = np.empty((len(keep), 2), dtype=np.float64)
     for row, signal in enumerate(keep):
-        gain, offset = _scaling(header, signal, labels[signal], name)
+        gain, offset, digital_range = _scaling(header, signal, lead_label(labels[signal], row),
+                                               name)
         values = digital[:, starts[signal]:starts[signal + 1]].reshape(-1).astype(np.float64)
         samples_mv[row] = values * gain + offset
-    start_time, start_error = _start_time(header)
+        ends = [value * gain + offset for value in digital_range]
+        rails_mv[row] = (min(ends), max(ends))
+    start_time, notes = _start_time(header)
     metadata: Dict[str, Any] = {
         "units": sorted({header.signals["physical_dimension"][i].strip() for i in keep}),
         "original_lead_names": [labels[i] for i in keep],
         "edf_variant": header.reserved.strip()[:5] or "EDF",
         "record_duration_s": header.record_duration_s,
+        **notes,
     }
-    if start_time is not None:
-        metadata["start_time_zone"] = "not stored in EDF; taken as UTC"
-    if start_error:
-        metadata["start_time_error"] = start_error
     return Recording(
         samples_mv=samples_mv,
         fs_hz=round(spr[keep[0]] / header.record_duration_s, 6),
@@ -117,6 +121,7 @@ def read(path: Path, max_bytes: int) -> Recording:
         start_time=start_time,
         patient_id=_patient_id(header.patient, header.reserved.startswith("EDF+")),
         metadata=metadata,
+        rails_mv=rails_mv,
     )
 
 
@@ -129,8 +134,8 @@ def _parse_header(data: bytes, name: str) -> _Header:
     header_bytes = _parse_int(text[184:192], "header size", name)
     expected_header = _FIXED_HEADER_BYTES + n_signals * _SIGNAL_HEADER_BYTES
     if n_signals <= 0 or header_bytes != expected_header or len(data) < header_bytes:
-        raise RecordError(f"{name}: EDF header declares {n_signals} signals and "
-                          f"{header_bytes} header bytes; inconsistent or truncated")
+        raise RecordError(f"{name}: EDF header's number of signals and header size are "
+                          f"inconsistent or truncated")
     signal_text = data[_FIXED_HEADER_BYTES:header_bytes].decode("ascii", errors="replace")
     signals: Dict[str, List[str]] = {}
     position = 0
@@ -161,25 +166,26 @@ def _check_data_length(data_bytes: int, n_records: int, record_values: int, name
                               f"({data_bytes} bytes) is not whole records")
         return held
     if n_records <= 0:
-        raise RecordError(f"{name}: header declares {n_records} data records")
+        raise RecordError(f"{name}: header's number of data records is not positive")
     if data_bytes < n_records * record_bytes:
-        raise RecordError(f"{name}: truncated: {data_bytes} data bytes hold {held} of the "
-                          f"{n_records} data records the header declares")
+        raise RecordError(f"{name}: truncated: its {data_bytes} data bytes hold {held} data "
+                          f"records, fewer than the header declares")
     if data_bytes > n_records * record_bytes:
-        raise RecordError(f"{name}: header/data length mismatch: header declares {n_records} "
-                          f"data records ({n_records * record_bytes} bytes), file holds "
-                          f"{data_bytes} data bytes")
+        raise RecordError(f"{name}: header/data length mismatch: the file holds {data_bytes} "
+                          f"data bytes, more than the header's data records need")
     return n_records
 
 
-def _scaling(header: _Header, signal: int, label: str, name: str) -> Tuple[float, float]:
-    """(gain, offset) in mV so that physical_mv = digital * gain + offset."""
+def _scaling(header: _Header, signal: int, label: str,
+             name: str) -> Tuple[float, float, Tuple[float, float]]:
+    """(gain, offset) in mV so that physical_mv = digital * gain + offset, and the digital
+    (minimum, maximum)."""
     fields = header.signals
     unit = fields["physical_dimension"][signal].strip()
     factor = _MV_PER_UNIT.get(unit.lower())
     if factor is None:
-        raise RecordError(f"{name}: signal {label} has physical dimension {unit!r}, not a "
-                          f"voltage")
+        raise RecordError(f"{name}: signal {label} has a physical dimension that is not a "
+                          f"voltage (mV, uV or V)")
     physical_min = _parse_float(fields["physical_min"][signal], "physical minimum", name)
     physical_max = _parse_float(fields["physical_max"][signal], "physical maximum", name)
     digital_min = _parse_float(fields["digital_min"][signal], "digital minimum", name)
@@ -187,23 +193,22 @@ def _scaling(header: _Header, signal: int, label: str, name: str) -> Tuple[float
     if digital_max <= digital_min or physical_max == physical_min:
         raise RecordError(f"{name}: signal {label} has an empty digital or physical range")
     gain = (physical_max - physical_min) / (digital_max - digital_min)
-    return gain * factor, (physical_min - digital_min * gain) * factor
+    if not math.isfinite(gain) or not math.isfinite(physical_min - digital_min * gain):
+        raise RecordError(f"{name}: signal {label} has a digital or physical range too wide "
+                          f"to scale")
+    return (gain * factor, (physical_min - digital_min * gain) * factor,
+            (digital_min, digital_max))
 
 
-def _start_time(header: _Header) -> Tuple[Optional[dt.datetime], Optional[str]]:
-    """Start date and time as UTC, or (None, reason) when they do not parse."""
-    match = re.match(r"^(\d{2})\.(\d{2})\.(\d{2})$", header.start_date)
+def _start_time(header: _Header) -> StartTime:
+    """The start date and time (local wall-clock time), or the note saying why not."""
+    date = re.match(r"^(\d{2})\.(\d{2})\.(\d{2})$", header.start_date)
     clock = re.match(r"^(\d{2})\.(\d{2})\.(\d{2})$", header.start_time)
-    if not match or not clock:
-        return None, "start date/time not in dd.mm.yy / hh.mm.ss form"
-    day, month, year = (int(part) for part in match.groups())
+    if not date or not clock:
+        return time_problem("the start date/time", "is not dd.mm.yy hh.mm.ss")
+    day, month, year = (int(part) for part in date.groups())
     year += 1900 if year >= 85 else 2000
-    try:
-        hour, minute, second = (int(part) for part in clock.groups())
-        start = dt.datetime(year, month, day, hour, minute, second)
-    except ValueError:
-        return None, "start date/time is not a valid calendar time"
-    return start.replace(tzinfo=dt.timezone.utc), None
+    return acquisition_start("the start date/time", year, month, day, *clock.groups())
 
 
 def _patient_id(field: str, edf_plus: bool) -> Optional[str]:
@@ -222,9 +227,7 @@ def _lead_names(labels: List[str], name: str) -> Tuple[str, ...]:
     for label in labels:
         bare = re.sub(r"^ECG[\s_-]+", "", label, flags=re.IGNORECASE) or label
         names.append(normalize_lead_name(bare))
-    repeated = sorted({lead for lead in names if names.count(lead) > 1})
-    if repeated:
-        raise RecordError(f"{name}: lead {', '.join(repeated)} appears more than once")
+    refuse_repeated_leads(names, name)
     return tuple(names)
 
 
@@ -233,12 +236,15 @@ def _parse_int(text: str, what: str, name: str) -> int:
     try:
         return int(text.strip())
     except ValueError as exc:
-        raise RecordError(f"{name}: EDF {what} {text.strip()!r} is not an integer") from exc
+        raise RecordError(f"{name}: EDF {what} is not an integer") from exc
 
 
 def _parse_float(text: str, what: str, name: str) -> float:
-    """A numeric header field, or RecordError naming it."""
+    """A finite numeric header field, or RecordError naming it."""
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError as exc:
-        raise RecordError(f"{name}: EDF {what} {text.strip()!r} is not a number") from exc
+        raise RecordError(f"{name}: EDF {what} is not a number") from exc
+    if not math.isfinite(value):
+        raise RecordError(f"{name}: EDF {what} is not finite")
+    return value

@@ -9,35 +9,39 @@ stores 8 leads (I, II, V1-V6); III, aVR, aVL and aVF are derived later by
 """
 from __future__ import annotations
 
-import datetime as dt
+import math
+import re
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 from xml.etree.ElementTree import Element
 
 import numpy as np
 
 from ecgd.errors import RecordError
-from ecgd.records.recording import Recording, normalize_lead_name
-from ecgd.records.xml_safety import (acquisition_time, decode_base64, optional_text,
-                                     parse_number, parse_xml, required_text)
+from ecgd.records.recording import (DEFAULT_MAX_SAMPLES, Recording, check_sample_budget,
+                                    lead_label, normalize_lead_name)
+from ecgd.records.timestamps import StartTime, acquisition_start, time_problem
+from ecgd.records.xml_safety import (decode_base64, optional_text, parse_number, parse_xml,
+                                     required_text)
 
 _MV_PER_UNIT = {"MICROVOLTS": 1e-3, "MILLIVOLTS": 1.0}
 _SAMPLE_BYTES = 2
+_DATE = re.compile(r"^(\d{1,2})-(\d{1,2})-(\d{1,4})$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 
 
-def read(path: Path, max_bytes: int) -> Recording:
-    """Read the rhythm waveform of a GE MUSE XML export as millivolts."""
+def read(path: Path, max_bytes: int, max_samples: int = DEFAULT_MAX_SAMPLES) -> Recording:
+    """Read the rhythm waveform of a GE MUSE XML export as millivolts; leads whose stated
+    sample counts add up to more than ``max_samples`` are refused before decoding."""
     path = Path(path)
     source = path.name
     root = parse_xml(path, max_bytes)
     waveform = _rhythm_waveform(root, source)
-    base = parse_number(required_text(waveform, "SampleBase", source), "SampleBase", source)
-    exponent = parse_number(optional_text(waveform, "SampleExponent") or "0",
-                            "SampleExponent", source)
-    fs_hz = base * 10.0 ** exponent
-    names, samples_mv, units_per_bit = _leads(waveform, source)
-    start_time, metadata = _start(root, source)
+    fs_hz = _sampling_rate(waveform, source)
+    names, samples_mv, units_per_bit = _leads(waveform, source, max_samples)
+    start_time, notes = _start(root)
+    metadata: Dict[str, Any] = dict(notes)
     metadata.update(_description(root))
     metadata["units_per_bit_uv"] = units_per_bit
     return Recording(samples_mv=samples_mv, fs_hz=fs_hz, lead_names=tuple(names),
@@ -55,8 +59,25 @@ def _rhythm_waveform(root: Element, source: str) -> Element:
     return rhythms[0]
 
 
-def _leads(waveform: Element, source: str) -> Tuple[List[str], np.ndarray,
-                                                   Union[float, List[float]]]:
+def _sampling_rate(waveform: Element, source: str) -> float:
+    """SampleBase x 10^SampleExponent, refused when it is not a finite number of Hz
+    (range limits are validate_recording's)."""
+    base = parse_number(required_text(waveform, "SampleBase", source), "SampleBase", source)
+    exponent = parse_number(optional_text(waveform, "SampleExponent") or "0",
+                            "SampleExponent", source)
+    try:
+        fs_hz = base * 10.0 ** exponent
+    except OverflowError as exc:
+        raise RecordError(f"{source}: SampleBase x 10^SampleExponent is not a usable "
+                          f"sampling rate") from exc
+    if not math.isfinite(fs_hz) or fs_hz <= 0:
+        raise RecordError(f"{source}: SampleBase x 10^SampleExponent is not a usable "
+                          f"sampling rate")
+    return fs_hz
+
+
+def _leads(waveform: Element, source: str,
+           max_samples: int) -> Tuple[List[str], np.ndarray, Union[float, List[float]]]:
     """Lead names, float32 millivolts ``[leads, n]`` and microvolts per bit (one value when
     all leads share it, else one per lead)."""
     lead_data = waveform.findall("LeadData")
@@ -64,16 +85,17 @@ def _leads(waveform: Element, source: str) -> Tuple[List[str], np.ndarray,
     if not lead_data:
         raise RecordError(f"{source}: Rhythm waveform has no LeadData")
     if declared is not None and parse_number(declared, "NumberofLeads", source) != len(lead_data):
-        raise RecordError(f"{source}: NumberofLeads says {declared}, file holds "
-                          f"{len(lead_data)} leads")
+        raise RecordError(f"{source}: NumberofLeads disagrees with the {len(lead_data)} leads "
+                          f"the file holds")
     names: List[str] = []
     rows: List[np.ndarray] = []
     units_per_bit_uv: List[float] = []
-    for element in lead_data:
-        name, row_mv, per_bit_uv = _lead(element, source)
+    for index, element in enumerate(lead_data):
+        decoded = sum(len(row) for row in rows)
+        name, row_mv, per_bit_uv = _lead(element, index, source, decoded, max_samples)
         if rows and len(row_mv) != len(rows[0]):
-            raise RecordError(f"{source}: lead {name} has {len(row_mv)} samples, lead "
-                              f"{names[0]} has {len(rows[0])}")
+            raise RecordError(f"{source}: lead {lead_label(name, index)} has {len(row_mv)} "
+                              f"samples, lead {lead_label(names[0], 0)} has {len(rows[0])}")
         names.append(name)
         rows.append(row_mv)
         units_per_bit_uv.append(per_bit_uv)
@@ -81,52 +103,56 @@ def _leads(waveform: Element, source: str) -> Tuple[List[str], np.ndarray,
     return names, np.stack(rows).astype(np.float32), per_bit
 
 
-def _lead(element: Element, source: str) -> Tuple[str, np.ndarray, float]:
-    """One LeadData: name, millivolts (float64) and microvolts per bit, all fields checked."""
+def _lead(element: Element, index: int, source: str, decoded: int,
+          max_samples: int) -> Tuple[str, np.ndarray, float]:
+    """One LeadData: name, millivolts (float64) and microvolts per bit, all fields checked;
+    refused before it is decoded when its stated sample count would take the leads
+    ``decoded`` so far past ``max_samples``."""
     name = normalize_lead_name(required_text(element, "LeadID", source))
-    what = f"lead {name}"
+    what = f"lead {lead_label(name, index)}"
     sample_bytes = parse_number(optional_text(element, "LeadSampleSize") or "2",
                                 f"{what} LeadSampleSize", source)
     if sample_bytes != _SAMPLE_BYTES:
-        raise RecordError(f"{source}: {what} has {sample_bytes:g}-byte samples; only 2 "
-                          f"are supported")
+        raise RecordError(f"{source}: {what} does not have 2-byte samples, the only size "
+                          f"supported")
+    n_samples = parse_number(required_text(element, "LeadSampleCountTotal", source),
+                             f"{what} LeadSampleCountTotal", source)
+    check_sample_budget(1, decoded + math.ceil(n_samples), max_samples, source)
     raw = decode_base64(element.findtext("WaveFormData"), f"{what} WaveFormData", source)
-    n_samples = int(parse_number(required_text(element, "LeadSampleCountTotal", source),
-                                 f"{what} LeadSampleCountTotal", source))
     n_bytes = optional_text(element, "LeadByteCountTotal")
-    if n_bytes is not None and int(parse_number(n_bytes, f"{what} LeadByteCountTotal",
-                                                source)) != len(raw):
-        raise RecordError(f"{source}: {what} decodes to {len(raw)} bytes, "
-                          f"LeadByteCountTotal says {n_bytes}")
+    if n_bytes is not None and parse_number(n_bytes, f"{what} LeadByteCountTotal",
+                                            source) != len(raw):
+        raise RecordError(f"{source}: {what} decodes to {len(raw)} bytes, not the "
+                          f"LeadByteCountTotal stated")
     if len(raw) != n_samples * _SAMPLE_BYTES:
-        raise RecordError(f"{source}: {what} holds {len(raw) // _SAMPLE_BYTES} samples, "
-                          f"LeadSampleCountTotal says {n_samples}")
+        raise RecordError(f"{source}: {what} holds {len(raw) // _SAMPLE_BYTES} samples, not "
+                          f"the LeadSampleCountTotal stated")
     crc = optional_text(element, "LeadDataCRC32")
-    if crc is not None and zlib.crc32(raw) != int(parse_number(crc, f"{what} CRC32", source)):
+    if crc is not None and zlib.crc32(raw) != parse_number(crc, f"{what} CRC32", source):
         raise RecordError(f"{source}: {what} fails its CRC-32 check (data corrupted)")
     per_bit = parse_number(required_text(element, "LeadAmplitudeUnitsPerBit", source),
                            f"{what} LeadAmplitudeUnitsPerBit", source)
     units = (optional_text(element, "LeadAmplitudeUnits") or "MICROVOLTS").upper()
     if units not in _MV_PER_UNIT:
-        raise RecordError(f"{source}: {what} amplitude units {units!r} are not supported")
+        raise RecordError(f"{source}: {what} amplitude units are not MICROVOLTS or "
+                          f"MILLIVOLTS")
     counts = np.frombuffer(raw, dtype="<i2").astype(np.float64)
     return name, counts * per_bit * _MV_PER_UNIT[units], per_bit * _MV_PER_UNIT[units] * 1e3
 
 
-def _start(root: Element, source: str) -> Tuple[Optional[dt.datetime], Dict[str, Any]]:
+def _start(root: Element) -> StartTime:
     """AcquisitionDate (MM-DD-YYYY) + AcquisitionTime: local time, no zone in MUSE."""
     date_text = optional_text(root, "TestDemographics/AcquisitionDate")
     time_text = optional_text(root, "TestDemographics/AcquisitionTime") or "00:00:00"
     if date_text is None:
         return None, {}
-    text = f"{date_text} {time_text}"
-    try:
-        moment = dt.datetime.strptime(text, "%m-%d-%Y %H:%M:%S")
-    except ValueError as exc:
-        raise RecordError(f"{source}: acquisition time {text!r} is not MM-DD-YYYY HH:MM:SS") \
-            from exc
-    start_time, metadata = acquisition_time(moment, text)
-    return start_time, dict(metadata)
+    date = _DATE.match(date_text)
+    clock = _CLOCK.match(time_text)
+    if not date or not clock:
+        return time_problem("AcquisitionDate/AcquisitionTime", "is not MM-DD-YYYY HH:MM:SS")
+    month, day, year = date.groups()
+    return acquisition_start("AcquisitionDate/AcquisitionTime", year, month, day,
+                             *clock.groups())
 
 
 def _description(root: Element) -> Dict[str, Any]:

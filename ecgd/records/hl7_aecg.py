@@ -8,7 +8,6 @@ I, II, V1-V6, III, aVR, aVL, aVF); ``MDC_ECG_LEAD_*`` codes are normalized.
 """
 from __future__ import annotations
 
-import datetime as dt
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,9 +16,11 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from ecgd.errors import RecordError
-from ecgd.records.recording import Recording, normalize_lead_name
-from ecgd.records.xml_safety import (acquisition_time, optional_text, parse_number,
-                                     parse_xml, required)
+from ecgd.records.recording import (DEFAULT_MAX_SAMPLES, Recording, check_sample_budget,
+                                    lead_label, normalize_lead_name)
+from ecgd.records.timestamps import StartTime, acquisition_start, time_problem
+from ecgd.records.xml_safety import (optional_text, parse_integers, parse_number, parse_xml,
+                                     required)
 
 _NS = "{urn:hl7-org:v3}"
 _XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
@@ -31,17 +32,19 @@ _HL7_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{
                        r"([+-]\d{4})?$")
 
 
-def read(path: Path, max_bytes: int) -> Recording:
-    """Read the rhythm waveforms of an HL7 aECG file as millivolts."""
+def read(path: Path, max_bytes: int, max_samples: int = DEFAULT_MAX_SAMPLES) -> Recording:
+    """Read the rhythm waveforms of an HL7 aECG file as millivolts; more than
+    ``max_samples`` digits in all leads together are refused as they are parsed."""
     path = Path(path)
     source = path.name
     root = parse_xml(path, max_bytes)
     series = _rhythm_series(root, source)
     sequence_set = required(series, f"{_NS}component/{_NS}sequenceSet", source)
     fs_hz, time_head = _sampling(sequence_set, source)
-    names, samples_mv, scales_uv = _leads(sequence_set, source)
+    names, samples_mv, scales_uv = _leads(sequence_set, source, max_samples)
     start_text = time_head or _series_start(series)
-    start_time, metadata = _start(start_text, source)
+    start_time, notes = _start(start_text)
+    metadata: Dict[str, Any] = dict(notes)
     metadata.update(_device(series))
     metadata["resolution_uv"] = scales_uv[0] if len(set(scales_uv)) == 1 else scales_uv
     return Recording(samples_mv=samples_mv, fs_hz=fs_hz, lead_names=tuple(names),
@@ -68,10 +71,10 @@ def _sampling(sequence_set: Element, source: str) -> Tuple[float, Optional[str]]
         increment = required(value, f"{_NS}increment", source)
         unit = (increment.get("unit") or "s").lower()
         if unit not in _S_PER_UNIT:
-            raise RecordError(f"{source}: time increment unit {unit!r} is not s or ms")
+            raise RecordError(f"{source}: time increment unit is not s or ms")
         step_s = parse_number(increment.get("value"), "time increment", source) * _S_PER_UNIT[unit]
         if step_s <= 0:
-            raise RecordError(f"{source}: time increment {step_s:g} s is not positive")
+            raise RecordError(f"{source}: time increment is not positive")
         head = value.find(f"{_NS}head")
         if code.get("code") == "TIME_ABSOLUTE" and head is not None:
             return 1.0 / step_s, head.get("value")
@@ -79,7 +82,8 @@ def _sampling(sequence_set: Element, source: str) -> Tuple[float, Optional[str]]
     raise RecordError(f"{source}: rhythm series has no TIME_ABSOLUTE/TIME_RELATIVE sequence")
 
 
-def _leads(sequence_set: Element, source: str) -> Tuple[List[str], np.ndarray, List[float]]:
+def _leads(sequence_set: Element, source: str,
+           max_samples: int) -> Tuple[List[str], np.ndarray, List[float]]:
     """Lead names, float32 millivolts ``[leads, n]`` and each lead's scale in microvolts."""
     names: List[str] = []
     rows: List[np.ndarray] = []
@@ -89,22 +93,28 @@ def _leads(sequence_set: Element, source: str) -> Tuple[List[str], np.ndarray, L
         lead_code = code.get("code", "") if code is not None else ""
         if not lead_code.startswith(_LEAD_CODE_PREFIX):
             continue
-        name = normalize_lead_name(lead_code)
+        label = lead_label(lead_code, len(names))
         value = required(sequence, f"{_NS}value", source)
         if value.get(_XSI_TYPE, "SLIST_PQ") != "SLIST_PQ":
-            raise RecordError(f"{source}: lead {name} value type {value.get(_XSI_TYPE)!r} "
-                              f"is not SLIST_PQ")
-        origin_mv = _quantity_mv(required(value, f"{_NS}origin", source), f"{name} origin", source)
-        scale_mv = _quantity_mv(required(value, f"{_NS}scale", source), f"{name} scale", source)
-        digits = _digits(required(value, f"{_NS}digits", source).text, name, source)
-        names.append(name)
+            raise RecordError(f"{source}: lead {label} value type is not SLIST_PQ")
+        origin_mv = _quantity_mv(required(value, f"{_NS}origin", source), f"lead {label} origin",
+                                 source)
+        scale_mv = _quantity_mv(required(value, f"{_NS}scale", source), f"lead {label} scale",
+                                source)
+        decoded = sum(len(row) for row in rows)
+        digits = parse_integers(required(value, f"{_NS}digits", source).text,
+                                f"lead {label} digits", source, max_samples - decoded)
+        check_sample_budget(1, decoded + len(digits), max_samples, source)
+        if len(digits) == 0:
+            raise RecordError(f"{source}: lead {label} has no digits")
+        names.append(normalize_lead_name(lead_code))
         rows.append(origin_mv + scale_mv * digits)
         scales_uv.append(round(scale_mv * 1e3, 6))
     if not rows:
         raise RecordError(f"{source}: rhythm series has no MDC_ECG_LEAD_* sequences")
-    lengths = {len(row) for row in rows}
-    if len(lengths) != 1:
-        counts = ", ".join(f"{n}={len(r)}" for n, r in zip(names, rows))
+    if len({len(row) for row in rows}) != 1:
+        counts = ", ".join(f"{lead_label(n, i)}={len(r)}"
+                           for i, (n, r) in enumerate(zip(names, rows)))
         raise RecordError(f"{source}: leads have different sample counts ({counts})")
     return names, np.stack(rows).astype(np.float32), scales_uv
 
@@ -113,20 +123,8 @@ def _quantity_mv(element: Element, what: str, source: str) -> float:
     """A physical quantity (``value`` + ``unit``) in millivolts."""
     unit = (element.get("unit") or "").lower()
     if unit not in _MV_PER_UNIT:
-        raise RecordError(f"{source}: {what} unit {element.get('unit')!r} is not a voltage")
+        raise RecordError(f"{source}: {what} unit is not a voltage (nV, uV, mV or V)")
     return parse_number(element.get("value"), what, source) * _MV_PER_UNIT[unit]
-
-
-def _digits(text: Optional[str], lead: str, source: str) -> np.ndarray:
-    """The whitespace-separated integer samples of one lead."""
-    tokens = (text or "").split()
-    if not tokens:
-        raise RecordError(f"{source}: lead {lead} has no digits")
-    try:
-        # numpy parses the tokens as int() does, 2x faster than a list of Python ints
-        return np.array(tokens, dtype=np.int64).astype(np.float64)
-    except (ValueError, OverflowError) as exc:
-        raise RecordError(f"{source}: lead {lead} digits are not integers ({exc})") from exc
 
 
 def _series_start(series: Element) -> Optional[str]:
@@ -138,26 +136,16 @@ def _series_start(series: Element) -> Optional[str]:
     return None
 
 
-def _start(text: Optional[str], source: str) -> Tuple[Optional[dt.datetime], Dict[str, Any]]:
-    """Parse an HL7 TS (``YYYYMMDDHHMMSS[.ffff][+ZZZZ]``) into start_time and metadata."""
+def _start(text: Optional[str]) -> StartTime:
+    """An HL7 TS (``YYYYMMDD[HH[MM[SS[.ffff]]]][+ZZZZ]``) as start_time and its notes."""
     if not text:
         return None, {}
     match = _HL7_TIME.match(text.strip())
     if not match:
-        raise RecordError(f"{source}: acquisition time {text!r} is not an HL7 timestamp")
+        return time_problem("the acquisition time", "is not an HL7 timestamp")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
-    try:
-        moment = dt.datetime(int(year), int(month), int(day), int(hour or 0),
-                             int(minute or 0), int(second or 0),
-                             int((fraction or "0").ljust(6, "0")))
-    except ValueError as exc:
-        raise RecordError(f"{source}: acquisition time {text!r} is not a valid date") from exc
-    if offset:
-        sign = 1 if offset[0] == "+" else -1
-        delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))
-        moment = moment.replace(tzinfo=dt.timezone(sign * delta))
-    start_time, metadata = acquisition_time(moment, text.strip())
-    return start_time, dict(metadata)
+    return acquisition_start("the acquisition time", year, month, day, hour or 0, minute or 0,
+                             second or 0, (fraction or "0").ljust(6, "0"), offset)
 
 
 def _device(series: Element) -> Dict[str, str]:

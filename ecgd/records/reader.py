@@ -1,7 +1,9 @@
 """Open any supported recording: refuse unsafe paths, detect the format, call its reader.
 
-Each format module exposes ``read(path: Path, max_bytes: int) -> Recording`` and raises
-``RecordError`` (one line naming the file and the reason) for anything it cannot decode.
+Each format module exposes ``read(path: Path, max_bytes: int, max_samples: int) ->
+Recording`` and raises ``RecordError`` (one line naming the file and the reason, never a
+value read from the file) for anything it cannot decode; it checks ``max_samples`` against
+the sizes the file declares before it allocates the samples.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import re
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from ecgd.errors import RecordError
-from ecgd.records.recording import Recording, validate_recording
+from ecgd.records.recording import DEFAULT_MAX_SAMPLES, Recording, validate_recording
 from ecgd.records.xml_safety import xml_head_as_utf8
 
 # format name -> module implementing read(path) -> Recording
@@ -94,11 +98,16 @@ def detect_format(path: Path) -> str:
                       f".npz, DICOM, EDF, HL7 aECG, GE MUSE, GE CardioSoft and Philips XML)")
 
 
-def read_recording(path: Path, max_bytes: int) -> Recording:
-    """Read one recording file of any supported format, fully validated."""
+def read_recording(path: Path, max_bytes: int,
+                   max_samples: int = DEFAULT_MAX_SAMPLES) -> Recording:
+    """Read one recording file of any supported format, fully validated: at most
+    ``max_bytes`` read and ``max_samples`` leads x samples decoded ([limits])."""
     path = Path(path)
     check_input_file(path, max_bytes)
     fmt = detect_format(path)
     module = importlib.import_module(FORMAT_MODULES[fmt])
-    recording = module.read(path, max_bytes=max_bytes)
-    return validate_recording(recording, path.name)
+    # A hostile gain or value overflows to Inf, which validate_recording refuses by name;
+    # numpy's warning about it would only print the stack to stderr (the journal).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        recording = module.read(path, max_bytes=max_bytes, max_samples=max_samples)
+    return validate_recording(recording, path.name, max_samples)

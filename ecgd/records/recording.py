@@ -15,11 +15,25 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ecgd.bounded_read import FileTooLargeError, read_bounded
+from ecgd.config import LimitsConfig
 from ecgd.errors import RecordError
+from ecgd.records.timestamps import START_TIME_ERROR
 
 STANDARD_LEADS: Tuple[str, ...] = (
     "I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6",
 )
+
+# Sampling rates a recording may have, in Hz. The floor: quality control measures noise in
+# the 10-45 Hz band, which needs a Nyquist frequency above 45 Hz, and the slowest real
+# export seen (Mindray HL7 aECG) is 100 Hz; below it an input would also be upsampled
+# more than 5x (a 2-Hz input took 34 s and 7.3 GB). The ceiling: an ECG holds nothing
+# above a few hundred Hz, resting and high-resolution ECG devices sample at 1-2 kHz (the
+# fastest here: 1000 Hz), and the anti-aliasing filter grows with the rate ratio.
+MIN_FS_HZ = 100.0
+MAX_FS_HZ = 10000.0
+
+# leads x samples one input may decode to, unless the caller passes its [limits] value
+DEFAULT_MAX_SAMPLES = LimitsConfig.max_input_samples
 
 _CANONICAL_BY_KEY = {name.upper(): name for name in STANDARD_LEADS}
 _LEAD_PREFIXES = ("MDC_ECG_LEAD_", "LEAD_", "LEAD ")
@@ -70,16 +84,29 @@ def normalize_lead_name(raw: str) -> str:
     return _CANONICAL_BY_KEY.get(key, name)
 
 
-def validate_recording(recording: Recording, source: str) -> Recording:
-    """Refuse recordings no reader should return: wrong shape, bad rate, NaN/Inf samples."""
+def lead_label(raw_name: str, index: int) -> str:
+    """How an error names a lead: its standard name, else its 1-based position ``channel
+    N`` (a name read from a file is never echoed)."""
+    lead = normalize_lead_name(raw_name)
+    return lead if lead in STANDARD_LEADS else f"channel {index + 1}"
+
+
+def validate_recording(recording: Recording, source: str,
+                       max_samples: int = DEFAULT_MAX_SAMPLES) -> Recording:
+    """Refuse recordings no reader should return: wrong shape, a rate outside
+    ``MIN_FS_HZ``-``MAX_FS_HZ``, more than ``max_samples`` leads x samples, NaN/Inf samples.
+
+    A start time the report cannot hold (the last sample past year 9999) is dropped and
+    noted, like any other bad timestamp (:mod:`ecgd.records.timestamps`).
+    """
     samples = recording.samples_mv
     if samples.ndim != 2 or samples.shape[0] != len(recording.lead_names):
         raise RecordError(f"{source}: samples shape {samples.shape} does not match "
                           f"{len(recording.lead_names)} lead names")
     if samples.shape[1] == 0:
         raise RecordError(f"{source}: no samples")
-    if not (1.0 <= recording.fs_hz <= 20000.0):
-        raise RecordError(f"{source}: implausible sampling rate {recording.fs_hz:g} Hz")
+    check_sample_budget(samples.shape[0], samples.shape[1], max_samples, source)
+    check_sampling_rate(recording.fs_hz, source)
     if not np.all(np.isfinite(samples)):
         raise RecordError(f"{source}: samples contain NaN or Inf")
     if recording.rails_mv is not None and (
@@ -87,9 +114,47 @@ def validate_recording(recording: Recording, source: str) -> Recording:
             or not np.all(recording.rails_mv[:, 0] < recording.rails_mv[:, 1])):
         raise RecordError(f"{source}: declared digital range does not fit its "
                           f"{samples.shape[0]} leads")
-    duplicates = {n for n in recording.lead_names if recording.lead_names.count(n) > 1}
-    if duplicates:
-        raise RecordError(f"{source}: duplicate leads {sorted(duplicates)}")
+    refuse_repeated_leads(recording.lead_names, source)
+    return fit_start_time(recording)
+
+
+def refuse_repeated_leads(names: Sequence[str], source: str) -> None:
+    """RecordError when a lead name repeats (which channel would be the lead?). Standard
+    names are named in the message; other names came from the file and are not."""
+    repeated = {name for name in names if list(names).count(name) > 1}
+    if repeated:
+        standard = [lead for lead in STANDARD_LEADS if lead in repeated]
+        what = f"lead {', '.join(standard)}" if standard else "a channel name"
+        raise RecordError(f"{source}: {what} appears more than once")
+
+
+def check_sampling_rate(fs_hz: float, source: str) -> None:
+    """RecordError unless ``fs_hz`` lies within ``MIN_FS_HZ``-``MAX_FS_HZ`` (the rate is
+    rounded to 1 uHz first, so a rate computed as 1 / 0.01 s is 100 Hz)."""
+    if not (MIN_FS_HZ <= round(fs_hz, 6) <= MAX_FS_HZ):
+        raise RecordError(f"{source}: sampling rate outside {MIN_FS_HZ:g}-{MAX_FS_HZ:g} Hz, "
+                          f"the rates an ECG is read at; refused")
+
+
+def check_sample_budget(n_leads: int, n_samples: int, max_samples: int, source: str) -> None:
+    """RecordError when ``n_leads`` x ``n_samples`` exceeds ``max_samples``; readers call it
+    with the declared sizes before they allocate the samples."""
+    if n_leads * n_samples > max_samples:
+        raise RecordError(f"{source}: decodes to more than {max_samples} samples (leads x "
+                          f"samples, [limits] max_input_samples); refused")
+
+
+def fit_start_time(recording: Recording) -> Recording:
+    """The recording, without its start time when the last sample would fall past the
+    largest time a report can hold; the metadata then says why."""
+    if recording.start_time is None:
+        return recording
+    try:
+        recording.start_time + dt.timedelta(seconds=recording.duration_s)
+    except OverflowError:
+        metadata = {**recording.metadata, START_TIME_ERROR:
+                    "start time plus the recording's duration passes year 9999"}
+        return dataclasses.replace(recording, start_time=None, metadata=metadata)
     return recording
 
 

@@ -42,7 +42,7 @@ def decode_leads(payload: bytes, n_leads: int, n_samples: int) -> np.ndarray:
     after ``n_leads`` (recorders may append unused channels) are ignored.
     """
     if n_samples < 2:
-        raise XliError(f"{n_samples} samples per lead declared; at least 2 are needed")
+        raise XliError("fewer than 2 samples per lead declared")
     leads = np.empty((n_leads, n_samples), dtype=np.int16)
     offset = 0
     for lead in range(n_leads):
@@ -51,7 +51,7 @@ def decode_leads(payload: bytes, n_leads: int, n_samples: int) -> np.ndarray:
         n_bytes, _unused, first_delta = _HEADER.unpack_from(payload, offset)
         offset += _HEADER.size
         if n_bytes <= 0 or offset + n_bytes > len(payload):
-            raise XliError(f"lead {lead + 1}: chunk of {n_bytes} bytes overruns the payload")
+            raise XliError(f"lead {lead + 1}: its chunk's stated size overruns the payload")
         stream = payload[offset:offset + n_bytes]
         offset += n_bytes
         # LZW expands up to ~600x: never expand past what the lead needs
@@ -94,7 +94,7 @@ def expand_lzw(stream: bytes, max_bytes: Optional[int] = None) -> bytes:
             # the code being defined right now: previous string + its own first byte
             entry = previous + previous[:1]
         else:
-            raise XliError(f"LZW code {code} refers past the table ({table_size} entries)")
+            raise XliError(f"an LZW code refers past the table ({table_size} entries)")
         if table_size <= _LAST_TABLE_CODE:
             table.append(previous + entry[:1])
             table_size += 1

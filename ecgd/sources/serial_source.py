@@ -8,6 +8,9 @@ with no samples for ``stall_s`` closes the port, logs once per state change
 exponential backoff and reopens the SAME path (a udev symlink may point at a new device
 node by then); the next samples start a new segment, so no window spans the outage.
 
+Short gaps of known size are bridged by the windower (``[serial] max_bridge_ms``); what the
+link loses is counted in ``stats()`` and logged per fault episode (``ecgd.sources.link_log``).
+
 Windows go on a ``WindowQueue`` whose ``put`` never blocks: acquisition keeps its pace
 whatever inference does.
 """
@@ -22,14 +25,16 @@ import serial
 from ecgd.config import SerialConfig, WindowConfig
 from ecgd.errors import SourceError
 from ecgd.records.recording import normalize_lead_name
+from ecgd.sources.link_log import LinkLog
 from ecgd.sources.wire import Decoder, SampleBlock, make_decoder
-from ecgd.sources.windowing import Windower, WindowQueue
+from ecgd.sources.windowing import CLOSED_BY_GAP, CLOSED_BY_LAYOUT, Windower, WindowQueue
 
 CYTON_RESET = b"v"
 CYTON_START_STREAM = b"b"
 CYTON_STOP_STREAM = b"s"
 CYTON_READY = b"$$$"
-_COUNTERS = ("garbage_bytes", "dropped_frames", "malformed_lines", "lost_samples")
+_COUNTERS = ("join_bytes", "garbage_bytes", "dropped_frames", "malformed_lines",
+             "lost_samples")
 
 
 class SerialSource:
@@ -55,6 +60,7 @@ class SerialSource:
         self._closed_totals = dict.fromkeys(_COUNTERS, 0)
         self._state = "starting"
         self.reconnects = 0
+        self._link_log = LinkLog(log, self.device, config.link_log_s, self.stats())
 
     def start(self) -> None:
         """Start the acquisition thread."""
@@ -77,13 +83,15 @@ class SerialSource:
         return self._thread.is_alive()
 
     def stats(self) -> Dict[str, Any]:
-        """Counters for STATUS= and health: connection, segment, windows, losses, drops."""
+        """Counters for STATUS= and health: connection, segment, windows, losses, bridged
+        gaps, segments closed by link faults (gaps, format changes), drops."""
         totals = dict(self._closed_totals)
         decoder = self._decoder
         if decoder is not None:
             for name in _COUNTERS:
                 totals[name] += getattr(decoder, name)
         windower = self._windower
+        closed = windower.segments_closed if windower is not None else {}
         return {
             "connected": self._state == "connected",
             "port_open": self._port is not None,
@@ -92,8 +100,20 @@ class SerialSource:
             "windows": windower.windows if windower is not None else 0,
             "dropped_windows": self.queue.dropped_total,
             "reconnects": self.reconnects,
+            "bridged_gaps": windower.bridged_gaps if windower is not None else 0,
+            "bridged_samples": windower.bridged_samples if windower is not None else 0,
+            "segments_closed": closed.get(CLOSED_BY_GAP, 0) + closed.get(CLOSED_BY_LAYOUT, 0),
+            "format_changes": windower.format_changes if windower is not None else 0,
             **totals,
         }
+
+    def status_text(self) -> str:
+        """The link's health for STATUS=: what was lost, bridged and cut so far."""
+        stats = self.stats()
+        degraded = " (degraded)" if self._link_log.degraded else ""
+        return (f"link {stats['state']}{degraded}: lost {stats['lost_samples']} samples, "
+                f"bridged {stats['bridged_gaps']} gaps, {stats['segments_closed']} segments "
+                f"cut, {stats['reconnects']} reconnects")
 
     def _run(self) -> None:
         backoff_s = self.config.backoff_initial_s
@@ -131,7 +151,9 @@ class SerialSource:
             last_sample_s = time.monotonic()
             while not self._stop.is_set():
                 data = self._port.read(max(1, self._port.in_waiting))
-                if data and self._deliver(data, time.time()):
+                had_samples = bool(data) and self._deliver(data, time.time())
+                self._link_log.observe(self.stats(), time.monotonic())
+                if had_samples:
                     last_sample_s = time.monotonic()
                     if not delivered:
                         delivered = True
@@ -172,7 +194,8 @@ class SerialSource:
                 if self._windower is None:
                     self._windower = Windower(event.fs_hz, event.lead_names,
                                               self.window_cfg.seconds, self.window_cfg.stride_s,
-                                              device=self.device, wire_format=self.config.format)
+                                              device=self.device, wire_format=self.config.format,
+                                              max_bridge_ms=self.config.max_bridge_ms)
             if self._windower is None:
                 continue  # a gap before the first sample ever: nothing to close
             for window in self._windower.feed(event, arrival_s):

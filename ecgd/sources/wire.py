@@ -1,10 +1,13 @@
 """Pure decoders and encoders of the three serial wire formats (shared/docs/WIRE.md).
 
 A decoder turns bytes into events: ``SampleBlock`` (samples in millivolts at the device's
-own rate, device lead order) and ``Gap`` (samples that are missing or cannot be trusted,
-so no window may span the point). Decoders keep partial bytes between ``feed`` calls,
-scan forward after garbage, count what they dropped, and never raise on bad bytes: the
-wire is untrusted input and a broken byte must not stop acquisition.
+own rate, device lead order, with the digital range the format declares) and ``Gap``
+(samples that are missing or cannot be trusted). A gap whose size a sequence counter gives
+is ``counted``: the windower may bridge it when it is short; any other gap closes the
+segment. Decoders keep partial bytes between ``feed`` calls, scan forward after garbage,
+count what they dropped, and never raise on bad bytes: the wire is untrusted input and a
+broken byte must not stop acquisition. Bytes skipped before the first good packet are the
+receiver joining a running stream mid-packet, not a fault: they are counted apart.
 
 Encoders produce exactly the documented bytes; the simulator and the tests use them.
 """
@@ -41,6 +44,8 @@ _FRAME_SEQUENCE_MODULO = 2 ** 32
 # A backwards jump of the sequence (more than half the counter space) is a device restart,
 # not four billion lost frames: its loss is unknown, so it is reported as a resync.
 _FRAME_RESTART_DELTA = 2 ** 31
+_INT32_RANGE = (-2 ** 31, 2 ** 31 - 1)
+_INT24_RANGE = (-2 ** 23, 2 ** 23 - 1)
 
 TEXT_MAX_LINE_BYTES = 1024
 _TEXT_UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3}
@@ -51,22 +56,35 @@ class SampleBlock:
     """Consecutive samples: float32 ``[n_leads, n]`` millivolts at ``fs_hz``.
 
     ``lead_off`` has one flag per lead (electrode reported off) when the format carries
-    lead-off bits, else None.
+    lead-off bits, else None. ``rails_mv`` is float64 ``[n_leads, 2]``: per lead the lowest
+    and highest value the wire's integer width and scale can carry (``Recording.rails_mv``),
+    None when the format has no integer width (``text``).
     """
 
     samples: np.ndarray
     fs_hz: float
     lead_names: Tuple[str, ...]
     lead_off: Optional[Tuple[bool, ...]] = None
+    rails_mv: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Gap:
     """A break in the stream: ``lost`` (sequence jump), ``resync`` (garbage skipped) or
-    ``malformed`` (a text line dropped). ``lost_samples`` per lead, 0 when unknown."""
+    ``malformed`` (a text line dropped). ``lost_samples`` per lead, 0 when unknown.
+
+    ``counted``: ``lost_samples`` is what the device's sequence counter says is missing, so
+    the samples after the gap are known to follow exactly that many later. A gap that is
+    not counted (a device restart, a dropped text line) can never be bridged.
+    ``counter_period_samples``: the counter wraps after this many samples (Cyton: 256), so
+    the gap may also be that many samples longer; None when the counter never wraps in
+    practice (``ecgd-frame``'s 32 bits).
+    """
 
     reason: str
     lost_samples: int
+    counted: bool = False
+    counter_period_samples: Optional[int] = None
 
 
 Event = Union[SampleBlock, Gap]
@@ -82,18 +100,34 @@ def frame_lead_names(n_leads: int) -> Tuple[str, ...]:
     return EIGHT_LEADS if n_leads == 8 else STANDARD_LEADS
 
 
+def integer_rails_mv(n_leads: int, count_range: Tuple[int, int],
+                     mv_per_count: float) -> np.ndarray:
+    """``[n_leads, 2]`` lowest and highest millivolts of a signed integer sample width."""
+    low, high = count_range
+    return np.tile(np.array([[low * mv_per_count, high * mv_per_count]]), (n_leads, 1))
+
+
 class _Decoder:
-    """What every decoder keeps: unconsumed bytes and the counters the source reports."""
+    """What every decoder keeps: unconsumed bytes and the counters the source reports.
+
+    ``join_bytes`` were skipped before the first good packet (the receiver joined mid-packet);
+    ``garbage_bytes`` were skipped after it (a fault of the link).
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._joined = False  # a good packet was seen: later skips are garbage
         self._skipped = 0  # garbage bytes since the last good packet (a resync pending)
+        self.join_bytes = 0
         self.garbage_bytes = 0
         self.dropped_frames = 0
         self.malformed_lines = 0
         self.lost_samples = 0
 
     def _skip(self, n_bytes: int) -> None:
+        if not self._joined:
+            self.join_bytes += n_bytes
+            return
         self.garbage_bytes += n_bytes
         self._skipped += n_bytes
 
@@ -112,6 +146,7 @@ class CytonDecoder(_Decoder):
         super().__init__()
         self.lead_names = tuple(lead_names)
         self._mv_per_count = cyton_volts_per_count(gain) * 1000.0
+        self._rails_mv = integer_rails_mv(CYTON_CHANNELS, _INT24_RANGE, self._mv_per_count)
         self._last_counter: Optional[int] = None
 
     def feed(self, data: bytes) -> List[Event]:
@@ -149,15 +184,18 @@ class CytonDecoder(_Decoder):
 
     def _gap_before(self, counter: int) -> Optional[Gap]:
         last, skipped = self._last_counter, self._skipped
-        self._last_counter, self._skipped = counter, 0
+        self._last_counter, self._skipped, self._joined = counter, 0, True
         if last is None:
             return None
         lost = (counter - last - 1) % _CYTON_COUNTER_MODULO
         self.dropped_frames += lost
         self.lost_samples += lost
-        if skipped:
-            return Gap("resync", lost)
-        return Gap("lost", lost) if lost else None
+        # Reported even when nothing seems lost after garbage: the 8-bit counter may have
+        # wrapped under it, which only the windower's clock can tell.
+        if skipped or lost:
+            return Gap("resync" if skipped else "lost", lost, counted=True,
+                       counter_period_samples=_CYTON_COUNTER_MODULO)
+        return None
 
     def _flush(self, buf: bytearray, run: List[int], events: List[Event]) -> None:
         if not run:
@@ -168,7 +206,7 @@ class CytonDecoder(_Decoder):
         counts = (triplets[..., 0] << 16) | (triplets[..., 1] << 8) | triplets[..., 2]
         counts -= (counts & 0x800000) << 1  # 24-bit two's complement sign extension
         samples = (counts.T * self._mv_per_count).astype(np.float32)
-        events.append(SampleBlock(samples, CYTON_FS_HZ, self.lead_names, None))
+        events.append(SampleBlock(samples, CYTON_FS_HZ, self.lead_names, None, self._rails_mv))
         run.clear()
 
 
@@ -194,8 +232,9 @@ class FrameDecoder(_Decoder):
         while True:
             start = buf.find(FRAME_MAGIC, pos)
             if start < 0:
-                # keep a trailing first magic byte: the second may come in the next read
-                keep = 1 if buf.endswith(FRAME_MAGIC[:1]) else 0
+                # keep a trailing first magic byte not yet consumed: the second may come in
+                # the next read
+                keep = 1 if len(buf) > pos and buf.endswith(FRAME_MAGIC[:1]) else 0
                 self._skip(len(buf) - keep - pos)
                 pos = len(buf) - keep
                 break
@@ -240,7 +279,7 @@ class FrameDecoder(_Decoder):
 
     def _gap_before(self, sequence: int, n_samples: int) -> Optional[Gap]:
         last, skipped = self._last_sequence, self._skipped
-        self._last_sequence, self._skipped = sequence, 0
+        self._last_sequence, self._skipped, self._joined = sequence, 0, True
         if last is None:
             return None
         lost_frames = (sequence - last - 1) % _FRAME_SEQUENCE_MODULO
@@ -249,9 +288,9 @@ class FrameDecoder(_Decoder):
         lost = lost_frames * n_samples
         self.dropped_frames += lost_frames
         self.lost_samples += lost
-        if skipped:
-            return Gap("resync", lost)
-        return Gap("lost", lost) if lost else None
+        # Garbage between two frames whose sequence numbers follow on cost no sample (every
+        # frame is CRC-checked): no gap at all.
+        return Gap("resync" if skipped else "lost", lost, counted=True) if lost else None
 
     @staticmethod
     def _flush(run: List[np.ndarray], key: Optional[Tuple[int, int, int, int]],
@@ -260,9 +299,11 @@ class FrameDecoder(_Decoder):
             return
         n_leads, fs_hz, nv_per_lsb, lead_off_bits = key
         counts = run[0] if len(run) == 1 else np.concatenate(run)
-        samples = (counts.T * (nv_per_lsb * 1e-6)).astype(np.float32)
+        mv_per_count = nv_per_lsb * 1e-6
+        samples = (counts.T * mv_per_count).astype(np.float32)
         lead_off = tuple(bool(lead_off_bits >> i & 1) for i in range(n_leads))
-        events.append(SampleBlock(samples, float(fs_hz), frame_lead_names(n_leads), lead_off))
+        events.append(SampleBlock(samples, float(fs_hz), frame_lead_names(n_leads), lead_off,
+                                  integer_rails_mv(n_leads, _INT32_RANGE, mv_per_count)))
         run.clear()
 
 
@@ -272,7 +313,8 @@ class TextDecoder(_Decoder):
     ``units`` is ``mv``, ``uv`` or ``counts`` (``lsb_uv`` microvolts per count). Bytes up to
     the first newline are skipped (joining mid-line would yield a truncated, plausible
     value). A malformed line is counted in ``malformed_lines``, dropped, and reported as a
-    one-sample ``Gap``: a missing sample cannot be invented.
+    one-sample ``Gap`` that is not counted: without a sequence counter nobody knows how many
+    samples garbage cost (a stray newline splits one line into two), so it is never bridged.
     """
 
     def __init__(self, lead_names: Sequence[str], fs_hz: float, units: str = "mv",
@@ -299,15 +341,16 @@ class TextDecoder(_Decoder):
                     self._flush(rows, events)
                     self._reject(events)
                     self._synced = False
-                    self.garbage_bytes += len(buf) - pos
+                    self._skip(len(buf) - pos)
                     pos = len(buf)
                 break
             line = bytes(buf[pos:end])
             pos = end + 1
             if not self._synced:
-                self.garbage_bytes += len(line) + 1
+                self._skip(len(line) + 1)
                 self._synced = True
                 continue
+            self._joined = True
             row = self._parse(line)
             if row is None:
                 self._flush(rows, events)
