@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "ecgd.commands.run",
     "ecgd.commands.check",
     "ecgd.commands.analyze",
+    "ecgd.commands.batch",
     "ecgd.commands.model",
     "ecgd.commands.keygen",
     "ecgd.commands.decrypt",

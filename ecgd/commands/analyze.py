@@ -10,11 +10,11 @@ from typing import Optional
 from ecgd.config import Config, load_config
 from ecgd.errors import RecordError
 from ecgd.model.session import ModelSession
-from ecgd.pipeline import Analyzer, SourceInfo
+from ecgd.pipeline import Analyzer, file_source
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256, recording_files
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, readable_text
+from ecgd.report import dumps_report
 
 DESCRIPTION = """Interpret ECG recording files and print one JSON report per 10-second window,
 one per line (JSON Lines), on stdout. Formats: WFDB (.hea with .dat/.mat), CSV, NumPy .npz,
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def _pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
+def configured_pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
     """The configured key; without a config file there is none (pseudonyms are then null)."""
     if not explicit_config:
         return None
@@ -45,7 +45,7 @@ def _pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     manifest_path = args.model or config.model.manifest
-    key = _pseudonym_key(config, args.config is not None)
+    key = configured_pseudonym_key(config, args.config is not None)
     session = ModelSession.open(manifest_path, threads=config.model.threads)
     analyzer = Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
                         config.model.batch_max, measurement=config.measurements,
@@ -71,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 print("ecgd: a file carries a patient identifier but no pseudonym key is "
                       "configured (--config): reports carry no pseudonym", file=sys.stderr)
                 warned_no_key = True
-        source = SourceInfo(
-            fields={"kind": "file", "file": readable_text(path.name), "format": recording.format,
-                    "content_sha256": digest},
-            id_seed=f"file:{digest}",
-        )
+        source = file_source(path.name, recording.format, digest)
         for report in analyzer.analyze(recording, source, pseudonym, read_ms):
             sys.stdout.write(dumps_report(report) + "\n")
         sys.stdout.flush()

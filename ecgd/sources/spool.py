@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
-import hmac
 import heapq
 import json
 import math
 import os
 import queue
-import re
 import secrets
 import stat
 import threading
@@ -71,12 +68,11 @@ from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_signal_files
 from ecgd.report import readable_text, utc_timestamp
+from ecgd.security.pseudonym import NAME_HASH_HEX, hash_name, redact_names
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
 _WFDB_DATA_SUFFIXES = (".dat", ".mat")
-_NAME_HASH_HEX = 12
-_MIN_EMBEDDED_NAME_CHARS = 3
 _MAX_NAME_BYTES = 255
 # write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
 _ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
@@ -95,20 +91,6 @@ _SENTINEL = ("stop", "")
 
 # Inputs the scanner refuses into failed_dir: (file names, reason, other names to redact).
 _Refusals = List[Tuple[List[str], str, Tuple[str, ...]]]
-
-
-def hash_name(name: str, key: Optional[bytes] = None) -> str:
-    """Short hex digest of an input name: what logs show instead of the name.
-
-    Plain sha256 when ``key`` is None; HMAC-SHA256 with ``key`` otherwise, so that short,
-    guessable identifiers in names cannot be recovered from the logs by brute force.
-    """
-    raw = name.encode("utf-8", "surrogateescape")
-    if key is None:
-        digest = hashlib.sha256(raw).hexdigest()
-    else:
-        digest = hmac.new(key, raw, hashlib.sha256).hexdigest()
-    return digest[:_NAME_HASH_HEX]
 
 
 def is_ignored_name(name: str) -> bool:
@@ -500,7 +482,7 @@ class Spool:
             raise SourceError(f"spool input {claimed.name_hash}: cannot move to failed_dir: "
                               f"{exc.strerror}") from exc
         self._log.warning("input_failed", name_hash=claimed.name_hash,
-                          reason=_redact(reason, names, claimed.name_hash))
+                          reason=redact_names(reason, names, claimed.name_hash))
         return placed
 
     def begin_attempt(self, claimed: ClaimedInput) -> None:
@@ -985,7 +967,7 @@ class Spool:
                 self._forget(name)
                 self._backoff.pop(name, None)
         self._log.warning("input_failed", name_hash=name_hash,
-                          reason=_redact(reason, list(names) + list(also_named), name_hash))
+                          reason=redact_names(reason, list(names) + list(also_named), name_hash))
 
     def _place(self, pairs: Sequence[Tuple[Path, str]], dest_dir: Path, name_hash: str,
                extra_names: Sequence[str]) -> Tuple[Path, ...]:
@@ -1091,7 +1073,7 @@ class Spool:
         named = [folder / name for name in data_names if (folder / name) in files]
         companions = named + [path for path in files if path != primary and path not in named]
         stem = folder.name.split("~")[0]
-        name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
+        name_hash = stem if len(stem) == NAME_HASH_HEX else hash_name(primary.name,
                                                                         self._name_key)
         return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
                             original_name=primary.name, name_hash=name_hash,
@@ -1165,19 +1147,3 @@ def _not_regular_reason(path: Path) -> str:
 
 def _oversize_reason(name: str, size_bytes: int, max_bytes: int) -> str:
     return f"{name}: {size_bytes} bytes exceeds the limit of {max_bytes} bytes; refused unread"
-
-
-def _redact(reason: str, names: Sequence[str], name_hash: str) -> str:
-    """``reason`` with every input name (longest first) replaced by ``<name_hash>``.
-
-    Names are matched whole, not inside longer words, so a short name does not garble the
-    rest of the reason; names of three characters or more are also replaced wherever they
-    appear (two characters cannot hold an identifier).
-    """
-    for name in sorted(set(names), key=len, reverse=True):
-        if name:
-            pattern = r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])"
-            reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
-            if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
-                reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
-    return reason
