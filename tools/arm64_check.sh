@@ -19,6 +19,7 @@
 # Exit 0 only when every step passed and no difference was found; every difference is
 # printed. Timings printed here are costs of the check under emulation, never Pi timings.
 set -euo pipefail
+{  # parsed whole before it runs: editing this file during a run cannot change that run
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=$(realpath "${ECGD_SHARED_DATA:-$REPO/../shared/data}")
@@ -98,8 +99,11 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/lock"
 flock 9  # one check at a time per cache
 if [[ "$(cat "$ROOTFS/.ecgd-rootfs" 2>/dev/null)" != "$ROOTFS_SPEC" ]]; then
-  # --one-file-system: never follow a mount left inside (mounts live in a private
-  # namespace and vanish with it, but a rootfs must never be deleted through one).
+  # A killed debootstrap leaves its /proc mounted in the partial tree: unmount it first.
+  # --one-file-system: never delete through a mount (in_arm64's live in a private
+  # namespace and vanish with it, but a root filesystem must never be deleted through one).
+  { findmnt -rn -o TARGET | grep -F "$ROOTFS.partial/" || true; } | sort -r \
+    | xargs -r -n1 umount -l
   rm -rf --one-file-system "$ROOTFS" "$ROOTFS.partial"
   read -r _ suite arch variant packages <<<"$ROOTFS_SPEC"
   debootstrap --arch="$arch" --variant="$variant" --include="$packages" "$suite" \
@@ -215,8 +219,8 @@ echo "arm64 machine: $(uname -m), $(python3 --version)"
 # (pip under emulation costs minutes); ecgd itself is reinstalled from the checkout always.
 # --no-compile: Python compiles what is imported on first use; compiling all of scipy under
 # emulation costs more than any run uses.
-deps_key=$(cat x86/constraints.txt checkout/setup.cfg checkout/setup.py \
-  checkout/pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+deps_key=$({ cat x86/constraints.txt; cat checkout/setup.cfg checkout/setup.py \
+  checkout/pyproject.toml 2>/dev/null || true; } | sha256sum | cut -c1-16)
 if [[ "$(cat /opt/ecgd/venv/.ecgd-deps-key 2>/dev/null)" == "$deps_key" ]]; then
   /opt/ecgd/venv/bin/pip install -q --no-compile --no-deps --force-reinstall ./checkout
 else
@@ -302,3 +306,5 @@ if ((differences)); then
   exit 1
 fi
 echo "arm64_check [$SUBSET]: passed: arm64 computes what x86-64 computes, within the tolerances"
+exit 0
+}
