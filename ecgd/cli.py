@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "ecgd.commands.model",
     "ecgd.commands.keygen",
     "ecgd.commands.decrypt",
+    "ecgd.commands.forward",
+    "ecgd.commands.receive",
     "ecgd.commands.patient",
     "ecgd.commands.simulate",
 )

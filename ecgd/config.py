@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
@@ -19,6 +20,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # Raspberry Pi OS bookworm ships Python 3.11; bullseye (3.9) needs tomli.
     import tomli as tomllib
+
+
+DEFAULT_CONFIG = Path("/etc/ecgd/ecgd.toml")
 
 
 def _fail(section: str, key: str, reason: str) -> ConfigError:
@@ -155,15 +159,57 @@ class SpoolConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReportsConfig:
-    """Where sealed reports go and who can read them."""
+    """Where sealed reports go, who can read them, and the key that signs them."""
 
     dir: Path = Path("/var/lib/ecgd/reports")
     recipients: Tuple[Path, ...] = (Path("/etc/ecgd/recipients/reading-station.pub"),)
     retry_s: float = 5.0
+    signing_key_file: Path = Path("/etc/ecgd/appliance-signing.key")
+    signing_credential: str = "appliance-signing.key"
 
     def __post_init__(self) -> None:
         _require(len(self.recipients) >= 1, "reports", "recipients", "needs at least one key")
         _require(self.retry_s > 0, "reports", "retry_s", "must be positive")
+
+
+def _is_station_url(url: str) -> bool:
+    """An https URL with a host, and no credentials, query or fragment."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (parts.scheme == "https" and bool(parts.hostname) and parts.username is None
+            and not parts.query and not parts.fragment)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardConfig:
+    """Delivery of sealed reports to the reading station (``ecgd forward``).
+
+    ``ca_file`` is the trust anchor for the station's certificate: the CA that issued it, or
+    the station's own self-signed certificate (pinning it). The client certificate and key
+    identify this appliance to the station; the key is read from the systemd credential
+    ``client_key_credential`` when there is one.
+    """
+
+    url: str = ""
+    ca_file: Path = Path("/etc/ecgd/tls/station-ca.pem")
+    client_cert: Path = Path("/etc/ecgd/tls/appliance.pem")
+    client_key: Path = Path("/etc/ecgd/tls/appliance.key")
+    client_key_credential: str = "forward-client.key"
+    timeout_s: float = 30.0
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 300.0
+    scan_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        _require(_is_station_url(self.url), "forward", "url",
+                 "must be https://HOST[:PORT][/PATH] (reports never travel in plain HTTP)")
+        _require(self.timeout_s > 0, "forward", "timeout_s", "must be positive")
+        _require(0 < self.retry_initial_s <= self.retry_max_s, "forward", "retry_initial_s",
+                 "must be positive and <= retry_max_s")
+        _require(self.scan_s > 0, "forward", "scan_s", "must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +285,8 @@ class LoggingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The whole configuration. ``serial`` is None when there is no live source."""
+    """The whole configuration. ``serial`` is None when there is no live source, ``forward``
+    when reports are not delivered over the network."""
 
     model: ModelConfig = ModelConfig()
     window: WindowConfig = WindowConfig()
@@ -252,6 +299,7 @@ class Config:
     host: HostConfig = HostConfig()
     logging: LoggingConfig = LoggingConfig()
     serial: Optional[SerialConfig] = None
+    forward: Optional[ForwardConfig] = None
     source_path: Optional[Path] = None
 
 
@@ -267,6 +315,7 @@ _SECTIONS = {
     "host": HostConfig,
     "logging": LoggingConfig,
     "serial": SerialConfig,
+    "forward": ForwardConfig,
 }
 
 

@@ -41,7 +41,13 @@ from ecgd import __version__
 from ecgd.config import Config
 from ecgd.errors import ConfigError, EcgdError, RecordError, SealError
 from ecgd.host import HostHealth, read_host_health
-from ecgd.security.keys import RecipientKey, load_recipients
+from ecgd.security.keys import (
+    RecipientKey,
+    SigningKey,
+    credential_or_file,
+    load_recipients,
+    load_signing_key,
+)
 from ecgd.logs import get_logger
 from ecgd.model.session import ModelSession
 from ecgd.patient import PatientStore
@@ -49,9 +55,9 @@ from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, utc_timestamp
+from ecgd.report import utc_timestamp
 from ecgd.report_store import report_file_name
-from ecgd.security.seal import ensure_private_dir, seal, write_durable
+from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
 from ecgd.sources.serial_source import SerialSource
 from ecgd.sources.spool import ClaimedInput, Spool
 from ecgd.sources.windowing import LiveWindow, WindowQueue
@@ -211,6 +217,7 @@ class Resources:
     analyzer: Analyzer
     recipients: List[RecipientKey]
     pseudonym_key: bytes
+    signing_key: SigningKey
 
 
 def _prepare_directories(config: Config) -> None:
@@ -266,6 +273,7 @@ def check_config(config: Config) -> List[str]:
     """Every problem ``run`` would refuse to start on, one line each (empty: all good)."""
     problems = _check_directories(config)
     for step in (lambda: load_recipients(config.reports.recipients),
+                 lambda: _load_signing_key(config),
                  lambda: load_pseudonym_key(config.privacy),
                  lambda: _open_analyzer(config)):
         try:
@@ -275,12 +283,19 @@ def check_config(config: Config) -> List[str]:
     return problems
 
 
+def _load_signing_key(config: Config) -> SigningKey:
+    """This appliance's signing key: the systemd credential if present, else the key file."""
+    return load_signing_key(credential_or_file(config.reports.signing_credential,
+                                               config.reports.signing_key_file))
+
+
 def load_resources(config: Config) -> Resources:
     """Verify keys and directories, load the model and open its ONNX session (or raise)."""
     recipients = load_recipients(config.reports.recipients)
+    signing_key = _load_signing_key(config)
     pseudonym_key = load_pseudonym_key(config.privacy)
     _prepare_directories(config)
-    return Resources(_open_analyzer(config), recipients, pseudonym_key)
+    return Resources(_open_analyzer(config), recipients, pseudonym_key, signing_key)
 
 
 class Daemon:
@@ -290,6 +305,7 @@ class Daemon:
         self.config = config
         self.analyzer = resources.analyzer
         self.recipients = resources.recipients
+        self.signing_key = resources.signing_key
         self.pseudonym_key = resources.pseudonym_key
         self.log = get_logger(component="daemon")
         self.notifier = sdnotify.SystemdNotifier()
@@ -667,12 +683,11 @@ class Daemon:
         Returns False only when asked to stop before the reports could be written.
         """
         for report in reports:
-            plaintext = dumps_report(report).encode("utf-8")
             while True:
                 self._busy_since["write"] = time.monotonic()
                 try:
                     write_durable(self.config.reports.dir, report_file_name(report["report_id"]),
-                                  seal(plaintext, self.recipients))
+                                  seal_report(report, self.recipients, self.signing_key))
                     break
                 except SealError as exc:
                     if not self._seal_failing:

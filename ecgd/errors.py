@@ -13,7 +13,11 @@ edge where they happen, with ``raise ... from exc``.
       SourceError        69    live device gone / protocol broken: reconnect with backoff
       SealError          74    cannot encrypt or durably write a report: keep the input,
                                retry, alert
-        TamperedError    65    a sealed report that fails authentication on decrypt
+        TamperedError    65    a sealed report that fails a check when opened or received
+                               (unsigned, unknown signer, modified, not sealed to this key)
+      DeliveryError      69    the reading station did not take a report: keep it, retry
+        StationUnavailable     down, hung, refusing TLS, or answering garbage: back off
+        ReportRefused          the station refused this one report: keep it, retry later
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -65,3 +69,17 @@ class TamperedError(SealError):
     """A sealed report failed authentication or is not an ecgd container."""
 
     exit_code = 65
+
+
+class DeliveryError(EcgdError):
+    """A report could not be delivered to the reading station; it stays on the appliance."""
+
+    exit_code = 69
+
+
+class StationUnavailable(DeliveryError):
+    """The station is down, hung, refused the TLS handshake, or did not acknowledge."""
+
+
+class ReportRefused(DeliveryError):
+    """The station answered, and refused this one report (e.g. its signature check)."""

@@ -17,6 +17,8 @@ from typing import List
 
 REPORT_SUFFIX = ".ecgr"
 DELIVERED_DIR_NAME = "delivered"
+# Sealed reports are kilobytes; a far larger file is not one and is never read whole.
+REPORT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def report_file_name(report_id: str) -> str:
@@ -24,11 +26,16 @@ def report_file_name(report_id: str) -> str:
     return report_id + REPORT_SUFFIX
 
 
+def report_id_of(name: str) -> str:
+    """The report id a report file name holds (for names ``is_report_file_name`` accepts)."""
+    return name[: -len(REPORT_SUFFIX)]
+
+
 def is_report_file_name(name: str) -> bool:
     """True for ``<uuid>.ecgr``; False for temporaries, hidden files and anything else."""
     if name.startswith(".") or not name.endswith(REPORT_SUFFIX):
         return False
-    stem = name[: -len(REPORT_SUFFIX)]
+    stem = report_id_of(name)
     try:
         return str(uuid.UUID(stem)) == stem
     except ValueError:

@@ -1,6 +1,7 @@
 """Run ``ecgd run`` as a real subprocess with a real NOTIFY_SOCKET, for end-to-end tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,10 +76,13 @@ class NotifySocket:
 
 
 class DaemonProcess:
-    """``python -m ecgd run --config FILE`` with NOTIFY_SOCKET pointing at a NotifySocket."""
+    """``python -m ecgd run --config FILE`` with NOTIFY_SOCKET pointing at a NotifySocket.
+
+    ``subcommand`` runs another service the same way (``forward``).
+    """
 
     def __init__(self, config_path: Path, workdir: Path, watchdog_s: Optional[float] = None,
-                 extra_env: Optional[Dict[str, str]] = None) -> None:
+                 extra_env: Optional[Dict[str, str]] = None, subcommand: str = "run") -> None:
         self.notify = NotifySocket(workdir / f"notify-{time.monotonic_ns()}.sock")
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         env = dict(os.environ)
@@ -90,7 +94,7 @@ class DaemonProcess:
         env.update(extra_env or {})
         self._log_file = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ecgd", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "ecgd", subcommand, "--config", str(config_path)],
             stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -118,3 +122,28 @@ class DaemonProcess:
             self.kill()
         self._log_file.close()
         self.notify.close()
+
+
+@contextlib.contextmanager
+def full_filesystem(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` and filled up; yields the filler file
+    (delete it to make room). Skips the test where mounting needs root and is refused."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        filler = folder / "filler"
+        try:
+            with open(filler, "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        except OSError:
+            pass  # full: what the caller wants
+        yield filler
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

@@ -15,11 +15,17 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
-from daemon_harness import DaemonProcess, wait_for
+from daemon_harness import DaemonProcess, full_filesystem, wait_for
+from seal_helpers import age_decrypt
 from ecgd.daemon import Job, StageAborted, StageQueue
-from ecgd.security.keys import generate_keys, load_private_key
+from ecgd.security.keys import (
+    generate_keys,
+    generate_signing_key,
+    load_enrolled_appliances,
+    load_identity,
+)
 from ecgd.report import SCHEMA_PATH
-from ecgd.security.seal import unseal
+from ecgd.security.unseal import open_sealed_report
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -30,6 +36,7 @@ class Appliance:
     def __init__(self, root: Path, manifest: Path, extra_toml: str = "") -> None:
         self.root = root
         self.keys = generate_keys(root / "keys")
+        self.signing_keys = generate_signing_key(root / "appliance")
         self.incoming = root / "spool" / "incoming"
         self.done = root / "spool" / "done"
         self.failed = root / "spool" / "failed"
@@ -51,6 +58,7 @@ rescan_s = 1.0
 dir = "{self.reports}"
 recipients = ["{self.keys['public']}"]
 retry_s = 0.2
+signing_key_file = "{self.signing_keys['private']}"
 [privacy]
 pseudonym_key_file = "{self.keys['pseudonym']}"
 patient_file = "{root / 'patient' / 'current'}"
@@ -60,7 +68,8 @@ poll_s = 0.5
 format = "json"
 {extra_toml}
 """)
-        self.private_key = load_private_key(self.keys["private"])
+        self.identity = load_identity(self.keys["private"])
+        self.enrolled = load_enrolled_appliances(root / "appliance")
 
     def drop(self, source: Path, name: str = "") -> Path:
         """Copy a file into the spool the way vendors should: write a temp name, rename."""
@@ -75,7 +84,8 @@ format = "json"
         return sorted(self.reports.glob("*.ecgr")) if self.reports.exists() else []
 
     def decrypted_reports(self) -> List[Dict]:
-        return [json.loads(unseal(p.read_bytes(), self.private_key)) for p in self.report_files()]
+        return [open_sealed_report(p.read_bytes(), self.identity, self.enrolled).report
+                for p in self.report_files()]
 
     def names_in(self, folder: Path) -> List[str]:
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
@@ -115,7 +125,8 @@ def daemons(tmp_path: Path):
 
 def test_dropped_records_become_sealed_reports(appliance, daemons, shared_data,
                                                validator) -> None:
-    """READY=1, then WFDB, DICOM and XML drops each end in done/ with decryptable reports."""
+    """READY=1, then WFDB, DICOM and XML drops each end in done/ with signed reports that
+    ecgd and the standard age tool both decrypt."""
     daemon = daemons(appliance)
     daemon.wait_ready()
     appliance.drop(shared_data / "cinc2021" / "E07500.mat")
@@ -131,6 +142,9 @@ def test_dropped_records_become_sealed_reports(appliance, daemons, shared_data,
     assert {r["source"]["format"] for r in reports} == {"wfdb", "dicom", "ge-muse"}
     for path in appliance.report_files():
         assert path.stat().st_mode & 0o777 == 0o600
+    assert [json.loads(age_decrypt(path, appliance.keys["private"]))
+            for path in appliance.report_files()] == reports
+    assert {r["signer_key_id"] for r in reports} == set(appliance.enrolled)
     assert appliance.reports.stat().st_mode & 0o777 == 0o700
     assert appliance.names_in(appliance.processing) == []
     wait_for(lambda: _windows_in_status(daemon.notify.last("STATUS")) == 3, 10,
@@ -182,19 +196,21 @@ def test_missing_model_exits_78(appliance, tmp_path: Path) -> None:
 
 
 def test_check_reports_each_problem(appliance, tmp_path: Path) -> None:
-    """`ecgd check` prints every problem (keys, model) and exits 78; a good config exits 0."""
+    """`ecgd check` prints every problem (keys, signing key, model) and exits 78; good exits 0."""
     good = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config",
                            str(appliance.config)], capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stdout + good.stderr
     text = appliance.config.read_text()
     text = text.replace(str(appliance.keys["public"]), str(tmp_path / "nokey.pub"))
     text = text.replace(str(appliance.keys["pseudonym"]), str(tmp_path / "nopseudonym.key"))
+    text = text.replace(str(appliance.signing_keys["private"]), str(tmp_path / "nosigning.key"))
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     result = subprocess.run([sys.executable, "-m", "ecgd", "check", "--config", str(bad)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
-    assert "nokey.pub" in result.stdout and "nopseudonym.key" in result.stdout
+    for missing in ("nokey.pub", "nopseudonym.key", "nosigning.key"):
+        assert missing in result.stdout
 
 
 def _distinct_ludb_inputs(shared_data: Path, folder: Path, count: int) -> List[Path]:
@@ -366,18 +382,7 @@ def test_watchdog_pings_stop_while_inference_hangs(tmp_path, reference_manifest,
 
 def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> None:
     """Reports dir on a full filesystem: input stays in processing; freeing space recovers."""
-    appliance.reports.mkdir()
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
-                            str(appliance.reports)], capture_output=True, text=True)
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mount.stderr.strip()}")
-    try:
-        filler = appliance.reports / "filler"
-        with pytest.raises(OSError):
-            with open(filler, "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
+    with full_filesystem(appliance.reports, "256k") as filler:
         daemon = daemons(appliance)
         daemon.wait_ready()
         appliance.drop(shared_data / "cinc2021" / "HR06001.mat")
@@ -392,8 +397,6 @@ def test_full_disk_keeps_input_and_recovers(appliance, daemons, shared_data) -> 
         assert log.count("reports_unwritable") == 1
         assert "reports_writable_again" in log
         assert daemon.terminate() == 0
-    finally:
-        subprocess.run(["umount", "-l", str(appliance.reports)], capture_output=True)
 
 
 def _job(n_windows: int, live: bool = False, tag: str = "") -> Job:

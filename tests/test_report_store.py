@@ -5,14 +5,22 @@ import os
 import uuid
 from pathlib import Path
 
-from ecgd.report_store import delivered_dir, is_report_file_name, list_reports, report_file_name
+from ecgd.report_store import (
+    delivered_dir,
+    is_report_file_name,
+    list_reports,
+    report_file_name,
+    report_id_of,
+)
 
 
 def test_report_names_are_uuid_dot_ecgr() -> None:
-    """A report id gives its file name, and that name is recognised as a report."""
+    """A report id gives its file name, that name is recognised as a report, and gives the
+    id back."""
     report_id = str(uuid.uuid4())
     assert report_file_name(report_id) == report_id + ".ecgr"
     assert is_report_file_name(report_file_name(report_id))
+    assert report_id_of(report_file_name(report_id)) == report_id
 
 
 def test_temporaries_and_strangers_are_not_reports() -> None:

@@ -432,7 +432,9 @@ def test_inputs_with_the_longest_names_are_quarantined_with_their_error_file(mak
     assert claimed.original_name == names[0]
     placed = spool.fail(claimed, "not an ECG")
     assert placed == (spool_config.failed_dir / names[0],)
-    assert wait_for(lambda: (spool_config.failed_dir / names[1]).exists())
+    # The refused input is moved first and its error file written just after: wait for both.
+    assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 2)
+    assert (spool_config.failed_dir / names[1]).exists()
     documents = [json.loads(path.read_text()) for path in error_files(spool_config.failed_dir)]
     assert sorted(document["input"] for document in documents) == names
     assert all(len(path.name.encode()) <= 255 for path in spool_config.failed_dir.iterdir())

@@ -1,4 +1,5 @@
-"""The shipped systemd unit: contract settings, `systemd-analyze verify`, security score."""
+"""The shipped systemd units (ecgd, ecgd-forward): contract settings, `systemd-analyze
+verify`, security score."""
 from __future__ import annotations
 
 import re
@@ -12,7 +13,11 @@ from typing import Dict, List, Tuple
 import pytest
 
 UNIT_PATH = Path(__file__).resolve().parents[1] / "systemd" / "ecgd.service"
+FORWARD_UNIT_PATH = UNIT_PATH.with_name("ecgd-forward.service")
 SHIPPED_EXEC_START = "/opt/ecgd/venv/bin/ecgd run --config /etc/ecgd/ecgd.toml"
+FORWARD_EXEC_START = "/opt/ecgd/venv/bin/ecgd forward --config /etc/ecgd/ecgd.toml"
+# Each shipped unit and the ExecStart it must keep.
+UNITS = {UNIT_PATH: SHIPPED_EXEC_START, FORWARD_UNIT_PATH: FORWARD_EXEC_START}
 MAX_EXPOSURE = 2.0
 _EXPOSURE_LINE = re.compile(r"Overall exposure level for \S+: ([0-9]+(?:\.[0-9]+)?)")
 
@@ -38,8 +43,8 @@ def _settings(text: str) -> Dict[Tuple[str, str], List[str]]:
     return settings
 
 
-def _runnable_copy(tmp_path: Path, unit_text: str) -> Path:
-    """The unit with ExecStart pointing at a real executable, saved as ``ecgd.service``.
+def _runnable_copy(tmp_path: Path, unit_text: str, unit: Path = UNIT_PATH) -> Path:
+    """The unit with ExecStart pointing at a real executable, saved under its own name.
 
     `systemd-analyze verify` fails when the ExecStart binary does not exist, and
     /opt/ecgd/venv/bin/ecgd exists only on an installed appliance; everything else in the
@@ -49,12 +54,14 @@ def _runnable_copy(tmp_path: Path, unit_text: str) -> Path:
     fake_ecgd.parent.mkdir()
     fake_ecgd.write_text("#!/bin/sh\nexit 0\n")
     fake_ecgd.chmod(0o755)
-    if f"ExecStart={SHIPPED_EXEC_START}\n" not in unit_text:
+    exec_start = UNITS[unit]
+    if f"ExecStart={exec_start}\n" not in unit_text:
         raise AssertionError("unit no longer has the expected ExecStart line")
-    copy = tmp_path / "unit" / "ecgd.service"
+    copy = tmp_path / "unit" / unit.name
     copy.parent.mkdir()
     copy.write_text(unit_text.replace(
-        f"ExecStart={SHIPPED_EXEC_START}", f"ExecStart={fake_ecgd} run --config /etc/ecgd/ecgd.toml"))
+        f"ExecStart={exec_start}", "ExecStart=" + exec_start.replace(
+            "/opt/ecgd/venv/bin/ecgd", str(fake_ecgd))))
     return copy
 
 
@@ -76,9 +83,7 @@ def _exposure(unit: Path) -> float:
 
 def test_unit_has_contract_settings() -> None:
     """Type=notify, the watchdog, restart policy (not on 78), serial group and credential."""
-    settings = _settings(UNIT_PATH.read_text())
-    service = {key: values for (section, key), values in settings.items()
-               if section == "Service"}
+    service = _service(UNIT_PATH)
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
     assert service["ExecStart"] == [SHIPPED_EXEC_START]
@@ -86,7 +91,9 @@ def test_unit_has_contract_settings() -> None:
     assert service["Restart"] == ["on-failure"]
     assert "78" in service["RestartPreventExitStatus"][0].split()
     assert "dialout" in service["SupplementaryGroups"][0].split()
-    assert service["LoadCredential"] == ["pseudonym.key:/etc/ecgd/pseudonym.key"]
+    assert service["LoadCredential"] == ["pseudonym.key:/etc/ecgd/pseudonym.key",
+                                         "appliance-signing.key:/etc/ecgd/appliance-signing.key"]
+    assert service["PrivateNetwork"] == ["yes"]
     assert service["StateDirectory"] == ["ecgd"]
     assert service["ConfigurationDirectory"] == ["ecgd"]
     assert "/var/spool/ecgd" in service["ReadWritePaths"][0].split()
@@ -95,10 +102,35 @@ def test_unit_has_contract_settings() -> None:
     assert service.get("PrivateDevices", ["no"]) == ["no"]
 
 
+def _service(unit: Path) -> Dict[str, List[str]]:
+    return {key: values for (section, key), values in _settings(unit.read_text()).items()
+            if section == "Service"}
+
+
+def test_forward_unit_sees_only_the_reports_and_reaches_only_the_station() -> None:
+    """ecgd-forward: notify service, not restarted on 78, the reports folder bound alone
+    into a hidden /var/lib/ecgd, the spool and secret keys inaccessible, its TLS key as a
+    credential, IP allowed only where the admin adds the station."""
+    service = _service(FORWARD_UNIT_PATH)
+    assert service["ExecStart"] == [FORWARD_EXEC_START]
+    assert service["Type"] == ["notify"]
+    assert "78" in service["RestartPreventExitStatus"][0].split()
+    assert service["User"] == ["ecgd"]
+    assert service["TemporaryFileSystem"] == ["/var/lib/ecgd:ro"]
+    assert service["BindPaths"] == ["/var/lib/ecgd/reports"]
+    assert {"-/var/spool/ecgd", "-/etc/ecgd/pseudonym.key", "-/etc/ecgd/appliance-signing.key",
+            "-/etc/ecgd/tls/appliance.key"} <= set(service["InaccessiblePaths"])
+    assert service["LoadCredential"] == ["forward-client.key:/etc/ecgd/tls/appliance.key"]
+    assert service["IPAddressDeny"] == ["any"]
+    assert service["IPAddressAllow"] == ["localhost"]
+    assert "PrivateNetwork" not in service
+
+
 @needs_systemd_analyze
-def test_unit_verifies_clean(tmp_path) -> None:
+@pytest.mark.parametrize("unit", list(UNITS), ids=lambda unit: unit.name)
+def test_unit_verifies_clean(tmp_path, unit: Path) -> None:
     """`systemd-analyze verify` exits 0 and prints nothing for the shipped settings."""
-    completed = _verify(_runnable_copy(tmp_path, UNIT_PATH.read_text()))
+    completed = _verify(_runnable_copy(tmp_path, unit.read_text(), unit))
     assert (completed.returncode, completed.stdout, completed.stderr) == (0, "", "")
 
 
@@ -112,9 +144,10 @@ def test_verify_check_catches_a_bad_setting(tmp_path) -> None:
 
 
 @needs_systemd_analyze
-def test_security_exposure_at_most_2() -> None:
-    """`systemd-analyze security --offline=true` rates the shipped unit 2.0 or better."""
-    assert _exposure(UNIT_PATH) <= MAX_EXPOSURE
+@pytest.mark.parametrize("unit", list(UNITS), ids=lambda unit: unit.name)
+def test_security_exposure_at_most_2(unit: Path) -> None:
+    """`systemd-analyze security --offline=true` rates each shipped unit 2.0 or better."""
+    assert _exposure(unit) <= MAX_EXPOSURE
 
 
 @needs_systemd_analyze

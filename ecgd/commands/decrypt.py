@@ -1,4 +1,4 @@
-"""``ecgd decrypt --key PRIVATE_KEY FILE...``: print sealed reports as JSON lines."""
+"""``ecgd decrypt --key IDENTITY --appliances DIR FILE...``: verified reports as JSON lines."""
 from __future__ import annotations
 
 import argparse
@@ -8,48 +8,42 @@ from pathlib import Path
 from typing import Any
 
 from ecgd.errors import TamperedError
-from ecgd.security.keys import load_private_key
-from ecgd.security.seal import unseal
+from ecgd.security.keys import load_enrolled_appliances, load_identity
+from ecgd.security.unseal import open_sealed_report, read_sealed
 
 EXIT_UNREADABLE = 1
-# Sealed reports are kilobytes; a far larger file is not one and is not read whole.
-_SEALED_MAX_BYTES = 64 * 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "decrypt",
-        help="decrypt sealed reports and print their JSON, one per line",
+        help="verify and decrypt sealed reports; print them as JSON, one per line",
         description=(
-            "Decrypt each FILE with the private key and print its JSON report on one line of "
-            "stdout. A file that fails authentication (modified, truncated, not sealed to this "
-            "key) is named on stderr with the reason, the others are still printed, and the "
-            f"exit code is {TamperedError.exit_code}; an unreadable file exits "
-            f"{EXIT_UNREADABLE}."
+            "Check each FILE's appliance signature against the enrolled appliances, decrypt "
+            "it with the station's age identity and print one JSON line "
+            '{"signer": {"appliance": NAME, "key_id": ID}, "report": {...}}. A file that '
+            "fails a check (unsigned, unknown signer, signature mismatch, modified, truncated, "
+            "not sealed to this identity) is named on stderr with the check, the others are "
+            f"still printed, and the exit code is {TamperedError.exit_code}; an unreadable "
+            f"file exits {EXIT_UNREADABLE}."
         ),
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="PRIVATE_KEY",
-                        help="the recipient private key (NAME.key from ecgd keygen)")
+    parser.add_argument("--key", required=True, type=Path, metavar="IDENTITY",
+                        help="the station's age identity (NAME.key from ecgd keygen)")
+    parser.add_argument("--appliances", required=True, type=Path, metavar="DIR",
+                        help="enrolled appliances: one NAME.pub signing key per appliance")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE",
                         help="sealed report files")
     parser.set_defaults(handler=run)
 
 
-def _read_sealed(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        data = handle.read(_SEALED_MAX_BYTES + 1)
-    if len(data) > _SEALED_MAX_BYTES:
-        raise TamperedError(f"larger than {_SEALED_MAX_BYTES} bytes, not a sealed report")
-    return data
-
-
 def run(args: argparse.Namespace) -> int:
-    private_key = load_private_key(args.key)
+    identity = load_identity(args.key)
+    enrolled = load_enrolled_appliances(args.appliances)
     exit_code = 0
     for path in args.files:
         try:
-            plaintext = unseal(_read_sealed(path), private_key)
-            report = json.loads(plaintext.decode("utf-8"))
+            opened = open_sealed_report(read_sealed(path), identity, enrolled)
         except OSError as exc:
             print(f"ecgd: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
             exit_code = max(exit_code, EXIT_UNREADABLE)
@@ -58,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"ecgd: {path}: {exc}", file=sys.stderr)
             exit_code = max(exit_code, TamperedError.exit_code)
             continue
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            # Authentic but not JSON: sealed by something other than ecgd's report writer.
-            print(f"ecgd: {path}: decrypted, but the content is not a JSON report",
-                  file=sys.stderr)
-            exit_code = max(exit_code, TamperedError.exit_code)
-            continue
-        print(json.dumps(report, ensure_ascii=False, separators=(",", ":")), flush=True)
+        signer = {"appliance": opened.origin.appliance.name,
+                  "key_id": opened.origin.appliance.key_id}
+        print(json.dumps({"signer": signer, "report": opened.report}, ensure_ascii=False,
+                         separators=(",", ":")), flush=True)
     return exit_code

@@ -5,12 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecgd.config import load_config
+from ecgd.config import DEFAULT_CONFIG, load_config
 from ecgd.daemon import Daemon, load_resources
 from ecgd.errors import ConfigError, EcgdError
 from ecgd.logs import configure_logging, get_logger
-
-DEFAULT_CONFIG = Path("/etc/ecgd/ecgd.toml")
 
 DESCRIPTION = """Run the appliance in the foreground: watch the spool folder (and the serial
 device, when [serial] is configured), interpret every 10-second window, and write one sealed

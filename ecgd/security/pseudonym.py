@@ -13,13 +13,12 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-import os
 import re
 from pathlib import Path
 
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
-from ecgd.security.keys import read_key_file
+from ecgd.security.keys import credential_or_file, read_key_file
 
 PSEUDONYM_KEY_MIN_BYTES = 32
 # A key file is one short line; a bigger file is a mistake and is not read whole.
@@ -58,12 +57,7 @@ def parse_pseudonym_key(content: bytes, source: str) -> bytes:
 
 def pseudonym_key_path(config: PrivacyConfig) -> Path:
     """Where the key is read from: the systemd credential if present, else the key file."""
-    credentials_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials_dir:
-        credential = Path(credentials_dir) / config.pseudonym_credential
-        if credential.is_file():
-            return credential
-    return config.pseudonym_key_file
+    return credential_or_file(config.pseudonym_credential, config.pseudonym_key_file)
 
 
 def load_pseudonym_key(config: PrivacyConfig) -> bytes:
