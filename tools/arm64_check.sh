@@ -227,6 +227,9 @@ else
   rm -rf /opt/ecgd/venv
   python3 -m venv /opt/ecgd/venv
   /opt/ecgd/venv/bin/pip install -q --no-compile -c x86/constraints.txt ./checkout
+  # Not the appliance's: the round trip decrypts its reports there too, with the station's
+  # pyrage (ecgd decrypt), so this venv also gets pyrage's arm64 wheel.
+  /opt/ecgd/venv/bin/pip install -q --no-compile -c x86/constraints.txt pyrage
   echo "$deps_key" >/opt/ecgd/venv/.ecgd-deps-key
 fi
 /opt/ecgd/venv/bin/python -c 'import numpy, scipy, onnxruntime as ort; print("arm64 wheels:",

@@ -48,6 +48,7 @@ settle_s = 0.5
 [reports]
 dir = "reports"
 recipients = ["keys/reading-station.pub"]
+signing_key_file = "appliance-keys/appliance-signing.key"
 
 [privacy]
 pseudonym_key_file = "keys/pseudonym.key"
@@ -100,6 +101,11 @@ def main() -> int:
                    "reports", "patient"):
         (workdir / folder).mkdir(parents=True)
     run_cli(args.ecgd, ["keygen", "--out", "keys"], workdir)
+    # The appliance's signing key; its public half is enrolled at the "station" (keys/enrolled).
+    run_cli(args.ecgd, ["keygen", "--appliance", "--out", "appliance-keys"], workdir)
+    (workdir / "keys/enrolled").mkdir()
+    shutil.copy(workdir / "appliance-keys/appliance-signing.pub",
+                workdir / "keys/enrolled/bedside.pub")
     config = workdir / "ecgd.toml"
     config.write_text(CONFIG_TEMPLATE.format(manifest=args.manifest.resolve()), encoding="utf-8")
 
@@ -145,9 +151,9 @@ def main() -> int:
 
     sealed = list_reports(workdir / "reports")
     decrypted = run_cli(args.ecgd, ["decrypt", "--key", "keys/reading-station.key",
-                                    *map(str, sealed)], workdir)
-    verdicts = {r["report_id"]: r["qc"]["status"]
-                for r in map(json.loads, decrypted.splitlines())}
+                                    "--appliances", "keys/enrolled", *map(str, sealed)], workdir)
+    reports = [line["report"] for line in map(json.loads, decrypted.splitlines())]
+    verdicts = {r["report_id"]: r["qc"]["status"] for r in reports}
     expected = expected_verdicts(args.expected)
     if verdicts != expected:
         for report_id in sorted(set(verdicts) | set(expected)):
@@ -155,7 +161,7 @@ def main() -> int:
                 print(f"daemon DIFFERENCE {report_id}: x86 analyze {expected.get(report_id)}, "
                       f"arm64 daemon {verdicts.get(report_id)}")
         return 1
-    print(f"daemon: {len(sealed)} reports sealed, decrypted, ids and QC verdicts equal to x86 "
+    print(f"daemon: {len(sealed)} reports sealed, signature-verified, decrypted, ids and QC verdicts equal to x86 "
           f"ecgd analyze")
     shutil.rmtree(workdir)
     return 0
