@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "ecgd.commands.model",
     "ecgd.commands.keygen",
     "ecgd.commands.decrypt",
+    "ecgd.commands.render",
+    "ecgd.commands.export",
     "ecgd.commands.forward",
     "ecgd.commands.receive",
     "ecgd.commands.patient",
@@ -29,11 +31,12 @@ COMMAND_MODULES = (
 
 EPILOG = """exit codes:
   0   success
-  1   an input file could not be read (named on stderr), or a check failed
+  1   an input file could not be read (named on stderr), a check failed, or a report
+      could not be exported as asked
   2   command-line usage error
   65  model, manifest or checkpoint refused; sealed report failed authentication
   69  a live source failed
-  74  a report could not be written
+  74  a report, rendered page or export could not be written
   78  configuration invalid (systemd does not restart the service on 78)
   70  internal error (a bug)
 """

@@ -159,13 +159,16 @@ class SpoolConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReportsConfig:
-    """Where sealed reports go, who can read them, and the key that signs them."""
+    """Where sealed reports go, who can read them, the key that signs them, and whether
+    they carry the window's samples (``waveform``: the tracing the station shows and
+    exports)."""
 
     dir: Path = Path("/var/lib/ecgd/reports")
     recipients: Tuple[Path, ...] = (Path("/etc/ecgd/recipients/reading-station.pub"),)
     retry_s: float = 5.0
     signing_key_file: Path = Path("/etc/ecgd/appliance-signing.key")
     signing_credential: str = "appliance-signing.key"
+    waveform: bool = True
 
     def __post_init__(self) -> None:
         _require(len(self.recipients) >= 1, "reports", "recipients", "needs at least one key")

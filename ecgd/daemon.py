@@ -266,7 +266,7 @@ def _check_directories(config: Config) -> List[str]:
 def _open_analyzer(config: Config) -> Analyzer:
     session = ModelSession.open(config.model.manifest, threads=config.model.threads)
     return Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                    config.model.batch_max)
+                    config.model.batch_max, keep_waveform=config.reports.waveform)
 
 
 def check_config(config: Config) -> List[str]:

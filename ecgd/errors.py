@@ -18,6 +18,11 @@ edge where they happen, with ``raise ... from exc``.
       DeliveryError      69    the reading station did not take a report: keep it, retry
         StationUnavailable     down, hung, refusing TLS, or answering garbage: back off
         ReportRefused          the station refused this one report: keep it, retry later
+      UsageError          2    a command line argparse cannot judge alone
+      ExportError         1    reading station: a report cannot be expressed in the format
+                               asked for (a DICOM ECG without a tracing)
+      OutputError        74    reading station: a rendered page or an export cannot be
+                               written
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -83,3 +88,21 @@ class StationUnavailable(DeliveryError):
 
 class ReportRefused(DeliveryError):
     """The station answered, and refused this one report (e.g. its signature check)."""
+
+
+class UsageError(EcgdError):
+    """The arguments contradict each other (argparse itself exits 2 on the rest)."""
+
+    exit_code = 2
+
+
+class ExportError(EcgdError):
+    """One report cannot be expressed in the asked format; the others still can."""
+
+    exit_code = 1
+
+
+class OutputError(EcgdError):
+    """A rendered page or an exported file cannot be written."""
+
+    exit_code = 74

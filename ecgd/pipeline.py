@@ -23,6 +23,7 @@ from ecgd.signal.quality import assess_window
 from ecgd.records.recording import Recording, arrange_standard_leads
 from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, make_report_id,
                          utc_timestamp)
+from ecgd.report_waveform import encode_waveform
 from ecgd.signal.resample import resample_to
 from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 
@@ -44,7 +45,12 @@ class SourceInfo:
 
 @dataclasses.dataclass
 class PreparedWindow:
-    """One window after QC; ``model_input`` is set only for accepted windows."""
+    """One window after QC; ``model_input`` is set only for accepted windows.
+
+    ``signal_mv`` is the window QC and the network judged: float32 ``[12, n]`` mV in the
+    model's lead order and rate, before the model's normalisation; None when the recording
+    has no 12-lead signal (missing leads, too short).
+    """
 
     index: int
     window: Dict[str, Any]
@@ -54,6 +60,7 @@ class PreparedWindow:
     measurements: Dict[str, Any]
     qc_ms: float
     model_input: Optional[np.ndarray] = None
+    signal_mv: Optional[np.ndarray] = None
 
 
 @dataclasses.dataclass
@@ -76,7 +83,7 @@ class Analyzer:
     """Interprets recordings with one model session; filters are designed once, here."""
 
     def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
-                 mains_hz: int, batch_max: int = 16) -> None:
+                 mains_hz: int, batch_max: int = 16, keep_waveform: bool = True) -> None:
         manifest = session.manifest
         window_samples = int(round(window.seconds * manifest.fs_hz))
         if window_samples != manifest.n_samples:
@@ -88,6 +95,7 @@ class Analyzer:
         self.qc = qc
         self.mains_hz = mains_hz
         self.batch_max = batch_max
+        self.keep_waveform = keep_waveform
         self.window_samples = window_samples
         self.stride_samples = int(round(window.stride_s * manifest.fs_hz))
         self.preprocess = make_preprocessor(manifest.preprocessing_profile,
@@ -151,14 +159,15 @@ class Analyzer:
                                     mains_hz=self.mains_hz, lead_off=model_lead_off,
                                     r_peaks=r_peaks)
             qc_ms = (time.perf_counter() - t0) * 1000.0
+            signal_mv = model_mv[:, start:start + self.window_samples]
             if verdict.ok:
                 measurements = rhythm_measurements(r_peaks, fs_source)
                 item = PreparedWindow(index, window, "accepted", verdict.score, (),
-                                      measurements, qc_ms,
-                                      model_mv[:, start:start + self.window_samples])
+                                      measurements, qc_ms, signal_mv, signal_mv)
             else:
                 item = PreparedWindow(index, window, "rejected", verdict.score,
-                                      tuple(verdict.reasons), dict(_NO_MEASUREMENTS), qc_ms)
+                                      tuple(verdict.reasons), dict(_NO_MEASUREMENTS), qc_ms,
+                                      signal_mv=signal_mv)
             prepared.append(item)
 
         t0 = time.perf_counter()
@@ -233,6 +242,10 @@ class Analyzer:
                 findings = findings_from_probabilities(self.manifest.labels, next(rows),
                                                        self.manifest.thresholds)
             accepted_window = item.model_input is not None
+            waveform = None
+            if self.keep_waveform and item.signal_mv is not None:
+                waveform = encode_waveform(item.signal_mv, self.manifest.lead_names,
+                                           self.manifest.fs_hz)
             reports.append(build_report(
                 report_id=make_report_id(prepared.source.id_seed, item.index),
                 source=prepared.source.fields,
@@ -248,6 +261,7 @@ class Analyzer:
                            "preprocess": per_window_preprocess if accepted_window else 0.0,
                            "inference": per_window_inference if accepted_window else 0.0},
                 host=prepared.host,
+                waveform=waveform,
             ))
         return reports
 

@@ -68,8 +68,13 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
                  window: Mapping[str, Any], qc_status: str, qc_score: Optional[float],
                  qc_reasons: Sequence[str], measurements: Mapping[str, Any], model: ModelInfo,
                  findings: List[Dict[str, Any]], timing_ms: Mapping[str, float],
-                 host: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC and model."""
+                 host: Optional[Mapping[str, Any]] = None,
+                 waveform: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Assemble one report; ``interpretation_valid`` and ``warning`` follow from QC and model.
+
+    ``waveform`` (``ecgd.report_waveform.encode_waveform``) comes last, so the readable
+    fields lead a JSON line.
+    """
     warnings = []
     if qc_status != "accepted":
         warnings.append("quality control rejected this window (" + ", ".join(qc_reasons)
@@ -97,6 +102,8 @@ def build_report(*, report_id: str, source: Mapping[str, Any], pseudonym: Option
         report["warning"] = "; ".join(warnings)
     if host is not None:
         report["host"] = dict(host)
+    if waveform is not None:
+        report["waveform"] = dict(waveform)
     return report
 
 

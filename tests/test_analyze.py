@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from ecgd.cli import main
+from ecgd.records.reader import read_recording
+from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads
 from ecgd.report import SCHEMA_PATH
+from ecgd.report_waveform import decode_waveform
+from ecgd.signal.resample import resample_to
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -212,3 +216,64 @@ def test_every_shared_file_gives_reports_or_one_clear_error(capsys, validator, s
     assert {f.suffix for f in failed} <= {".csv", ".mat", ".scp"}
     for report in reports[::25]:
         validator.validate(report)
+
+
+def _npz_recording(path: Path, signal_mv: np.ndarray, fs_hz: float = 500.0) -> Path:
+    np.savez(path, signal=signal_mv, fs_hz=fs_hz, lead_names=np.array(STANDARD_LEADS),
+             units="mV")
+    return path
+
+
+def test_each_report_carries_its_own_window_exactly(capsys, validator, shared_data,
+                                                    reference_manifest, tmp_path) -> None:
+    """Two 10-s windows at the model rate: each report decodes to its own samples +-0.5 uV,
+    the rejected window (a flat V3) included."""
+    first = read_recording(shared_data / "cinc2021" / "HR06004.hea", 10**8).samples_mv
+    second = read_recording(shared_data / "cinc2021" / "E07501.hea", 10**8).samples_mv.copy()
+    second[8] = 0.0
+    signal_mv = np.concatenate([first, second], axis=1)
+    code, reports, _ = analyze(capsys, "--model", reference_manifest,
+                               _npz_recording(tmp_path / "two.npz", signal_mv))
+    assert code == 0
+    assert [r["qc"]["status"] for r in reports] == ["accepted", "rejected"]
+    for report, window_mv in zip(reports, (first, second)):
+        validator.validate(report)
+        assert report["schema_version"] == "2.0"
+        decoded = decode_waveform(report["waveform"])
+        assert decoded.lead_names == STANDARD_LEADS and decoded.fs_hz == 500.0
+        assert np.abs(decoded.samples_mv - window_mv).max() * 1000.0 <= 0.5 + 1e-6
+
+
+def test_window_is_kept_at_the_model_rate(capsys, shared_data, reference_manifest) -> None:
+    """A 1000-Hz DICOM's report holds the 500-Hz window the model saw, not the source rate."""
+    path = shared_data / "dicom" / "waveform_ecg.dcm"
+    _, (report,), _ = analyze(capsys, "--model", reference_manifest, path)
+    decoded = decode_waveform(report["waveform"])
+    expected = resample_to(arrange_standard_leads(read_recording(path, 10**8)).samples_mv,
+                           1000.0, 500.0)[:, :5000]
+    assert decoded.samples_uv.shape == (12, 5000)
+    assert np.abs(decoded.samples_mv - expected).max() * 1000.0 <= 0.5 + 1e-6
+
+
+def test_waveform_false_keeps_no_samples(capsys, validator, shared_data, reference_manifest,
+                                         tmp_path) -> None:
+    """[reports] waveform = false: the report is valid and holds no waveform."""
+    config = tmp_path / "ecgd.toml"
+    config.write_text("[reports]\nwaveform = false\n[privacy]\n"
+                      f"pseudonym_key_file = \"{tmp_path / 'pseudonym.key'}\"\n")
+    (tmp_path / "pseudonym.key").write_text("ab" * 32 + "\n")
+    _, (report,), _ = analyze(capsys, "--model", reference_manifest, "--config", config,
+                              shared_data / "cinc2021" / "HR06004.hea")
+    validator.validate(report)
+    assert "waveform" not in report
+
+
+def test_no_waveform_without_a_twelve_lead_signal(capsys, reference_manifest, tmp_path) -> None:
+    """Missing leads and too-short recordings have no analysed window, so no waveform."""
+    two_leads = tmp_path / "two-leads.npz"
+    np.savez(two_leads, signal=np.zeros((2, 5000), dtype=np.float32), fs_hz=500.0,
+             lead_names=np.array(["II", "V1"]), units="mV")
+    short = _npz_recording(tmp_path / "short.npz", np.ones((12, 2500), dtype=np.float32))
+    _, reports, _ = analyze(capsys, "--model", reference_manifest, two_leads, short)
+    assert len(reports) == 2
+    assert all("waveform" not in report for report in reports)

@@ -47,7 +47,7 @@ class Keys:
 
     def decrypt_args(self, files) -> argparse.Namespace:
         return argparse.Namespace(key=self.station["private"], appliances=self.enrolled_dir,
-                                  files=list(files))
+                                  files=list(files), summary=False, pretty=False)
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,8 @@ def test_wfdb_header_whose_data_never_arrives_goes_to_failed(make_spool, spool_c
         make_spool(wfdb_wait_s=1.0)
         shutil.copy(shared_data / "cinc2021" / "E07500.hea", spool_config.dir)
         assert wait_for(lambda: len(error_files(spool_config.failed_dir)) == 1)
+        # The spool logs input_failed just after the error file is durable: wait for it too.
+        assert wait_for(lambda: any(entry["event"] == "input_failed" for entry in logs))
     assert (spool_config.failed_dir / "E07500.hea").is_file()
     document = json.loads((spool_config.failed_dir / "E07500.hea.error.json").read_text())
     assert document["reason"] == "E07500.hea: data files never arrived: E07500.mat"

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     key = _pseudonym_key(config, args.config is not None)
     session = ModelSession.open(manifest_path, threads=config.model.threads)
     analyzer = Analyzer(session, config.window, config.qc, config.preprocess.mains_hz,
-                        config.model.batch_max)
+                        config.model.batch_max, keep_waveform=config.reports.waveform)
     status = 0
     warned_no_key = False
     for path in args.files:
