@@ -16,6 +16,9 @@ gain fields: every leaf of every report is compared, and every difference is pri
   1 ms (list items inherit their list's key). Any other number must agree to 1e-6
   (relative): a new measurement without a unit suffix is flagged rather than waved through.
 - Strings, booleans, integers, nulls (QC status and reasons among them) must be identical.
+- The report's ``waveform`` (the window's samples, encoded) is decoded and compared sample
+  by sample: within 1 uV, since each sample is rounded to 1 uV and a value on a rounding
+  edge may land either side.
 
 ``inputs`` writes the CSV and NumPy copies of one recording, for the formats the shared
 recordings do not include.
@@ -29,10 +32,17 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
+from ecgd.errors import TamperedError
+from ecgd.report_waveform import decode_waveform
+
 SKIPPED_KEYS = frozenset({"created_at", "timing_ms", "host"})
 UNIT_TOLERANCES = {"_bpm": 0.5, "_ms": 1.0}  # issue 17: heart rate 0.5 bpm, intervals 1 ms
 UNITLESS_REL_TOLERANCE = 1e-6
 PROBABILITY_KEY = "probability"
+WAVEFORM_KEY = "waveform"
+WAVEFORM_TOLERANCE_UV = 1
 
 
 class Comparison:
@@ -67,7 +77,9 @@ class Comparison:
 
     def walk(self, where: str, key: str, x86: Any, arm64: Any) -> None:
         """Compare one value of both reports; ``key`` is the nearest object key (for units)."""
-        if isinstance(x86, dict) and isinstance(arm64, dict):
+        if key == WAVEFORM_KEY and isinstance(x86, dict) and isinstance(arm64, dict):
+            self._waveforms(where, x86, arm64)
+        elif isinstance(x86, dict) and isinstance(arm64, dict):
             self._objects(where, x86, arm64)
         elif isinstance(x86, list) and isinstance(arm64, list):
             if _is_labelled(x86) and _is_labelled(arm64):
@@ -91,6 +103,30 @@ class Comparison:
                 self._differ(path, x86.get(key), arm64.get(key), "present on one side only")
             else:
                 self.walk(path, key, x86[key], arm64[key])
+
+    def _waveforms(self, where: str, x86: Dict[str, Any], arm64: Dict[str, Any]) -> None:
+        """The encoded samples: decoded, then compared sample by sample (the rest as usual)."""
+        self._objects(where, {k: v for k, v in x86.items() if k != "data"},
+                      {k: v for k, v in arm64.items() if k != "data"})
+        try:
+            x86_uv, arm64_uv = (decode_waveform(w).samples_uv for w in (x86, arm64))
+        except TamperedError as exc:
+            self._differ(f"{where}.data", "...", "...", str(exc))
+            return
+        if x86_uv.shape != arm64_uv.shape:
+            self._differ(f"{where}.data", x86_uv.shape, arm64_uv.shape, "shapes differ")
+            return
+        abs_diff_uv = np.abs(x86_uv - arm64_uv)
+        key = "waveform_uv"
+        self.max_abs_diff[key] = max(self.max_abs_diff.get(key, 0.0),
+                                     float(abs_diff_uv.max(initial=0)))
+        for lead_index, lead in enumerate(x86.get("lead_names", [])):
+            beyond = np.flatnonzero(abs_diff_uv[lead_index] > WAVEFORM_TOLERANCE_UV)
+            if beyond.size:
+                first = int(beyond[0])
+                self._differ(f"{where}.data[{lead}][{first}]", int(x86_uv[lead_index, first]),
+                             int(arm64_uv[lead_index, first]),
+                             f"{beyond.size} samples beyond {WAVEFORM_TOLERANCE_UV} uV")
 
     def _labelled(self, where: str, x86: List[Dict[str, Any]], arm64: List[Dict[str, Any]]) -> None:
         x86_by_label = {item["label"]: item for item in x86}
@@ -189,8 +225,6 @@ def compare_runs(x86_path: Path, arm64_path: Path, probability_tolerance: float,
 
 def write_array_inputs(recording_path: Path, out_dir: Path) -> None:
     """Write RECORDING as ``.npz`` (signal in mV) and ``.csv`` (in uV), deterministically."""
-    import numpy as np
-
     from ecgd.config import LimitsConfig
     from ecgd.records.reader import read_recording
 
