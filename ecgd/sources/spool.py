@@ -171,7 +171,7 @@ class _Entry:
     closed: bool = False         # inotify saw a close-after-write / rename-in since the change
     file_ready: bool = False
     queued: bool = False         # waiting in the ready queue
-    ready_pass: int = 0          # the scanner pass that queued it (later passes: newer)
+    arrival: int = 0             # when ecgd saw this version of the file (larger: newer)
     taken: bool = False          # handed out by next_ready or being moved by the scanner
     check_s: float = math.inf    # monotonic time this entry needs another look (on _due)
     data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
@@ -252,10 +252,10 @@ class Spool:
         self._entries: Dict[str, _Entry] = {}
         self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
         # The ready queue, one set of inputs in two orders (stale items skipped on pop):
-        # oldest mtime first, and latest to become ready first. next_ready takes turns.
+        # oldest mtime first, and latest to arrive first. next_ready takes turns.
         self._oldest: List[Tuple[int, int, str]] = []  # heap of (0, mtime_ns, name)
-        self._newest: List[Tuple[int, int, str]] = []  # heap of (-ready_pass, mtime_ns, name)
-        self._pass = 0
+        self._newest: List[Tuple[int, int, str]] = []  # heap of (-arrival, mtime_ns, name)
+        self._arrivals = 0
         self._ready_total = 0
         self._newest_turn = False
         # When each entry needs another look: heap of (check_s, name), stale items skipped,
@@ -369,11 +369,11 @@ class Spool:
     def next_ready(self, timeout_s: float) -> Optional[SpoolItem]:
         """The next ready input, waiting up to ``timeout_s``; else None.
 
-        Turns alternate between the oldest input waiting (mtime, then name) and the input
-        that became ready last (the oldest of those that became ready together), so an input
-        dropped behind a flood of thousands is taken within two turns while the flood drains
-        from its oldest end. (Newest is judged by when ecgd saw an input ready, which a
-        dropper cannot forge the way it can set an mtime.)
+        Turns alternate between the oldest input waiting (mtime, then name) and the ready
+        input that arrived last, so an input dropped behind a flood of thousands is taken
+        within two turns of being ready while the flood drains from its oldest end, even when
+        the flood is still settling. (Arrival is the order in which ecgd first saw a file, or
+        saw it changed, which a dropper cannot forge the way it can set an mtime.)
 
         Raises SourceError if the scanner thread died (a bug), so the daemon cannot idle on a
         spool that no longer watches anything.
@@ -666,14 +666,18 @@ class Spool:
             return None
         entry = self._entries.get(name)
         if entry is None:
+            self._arrivals += 1
             entry = _Entry(name=name, file_type=stat.S_IFMT(info.st_mode), size=info.st_size,
-                           mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s)
+                           mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s,
+                           arrival=self._arrivals)
             self._entries[name] = entry
         elif (info.st_size, info.st_mtime_ns) != entry.signature() or \
                 stat.S_IFMT(info.st_mode) != entry.file_type:
             entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
             entry.file_type = stat.S_IFMT(info.st_mode)
             entry.changed_s = now_s
+            self._arrivals += 1
+            entry.arrival = self._arrivals
             entry.closed = False
             entry.file_ready = False
             self._unqueue(entry)
@@ -688,7 +692,6 @@ class Spool:
         """Settle files, group WFDB records, queue ready inputs, refuse bad ones."""
         refusals: _Refusals = []
         with self._lock:
-            self._pass += 1
             due = []
             while self._due and self._due[0][0] <= now_s:
                 when_s, name = heapq.heappop(self._due)
@@ -826,10 +829,9 @@ class Spool:
             return
         if not entry.queued:
             entry.queued = True
-            entry.ready_pass = self._pass
             self._ready_total += 1
             heapq.heappush(self._oldest, (0, entry.mtime_ns, entry.name))
-            heapq.heappush(self._newest, (-entry.ready_pass, entry.mtime_ns, entry.name))
+            heapq.heappush(self._newest, (-entry.arrival, entry.mtime_ns, entry.name))
 
     def _unqueue(self, entry: _Entry) -> None:
         if entry.queued:
@@ -840,12 +842,10 @@ class Spool:
         """Pop ``lane`` down to its first input still queued and handable (None: empty).
         A queued input found not handable leaves the queue; the scanner queues it again."""
         while lane:
-            ready_pass, mtime_ns, name = heapq.heappop(lane)
+            _, mtime_ns, name = heapq.heappop(lane)
             entry = self._entries.get(name)
             if entry is None or not entry.queued or entry.mtime_ns != mtime_ns:
                 continue  # taken through the other lane, gone, or rewritten since
-            if lane is self._newest and -ready_pass != entry.ready_pass:
-                continue  # an older turn of an input queued again since
             self._unqueue(entry)
             if self._is_handable(name):
                 return entry
