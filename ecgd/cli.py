@@ -40,6 +40,7 @@ COMMANDS = (
     Command("check", "ecgd.commands.check", "validate config, keys, directories and model"),
     Command("status", "ecgd.commands.status", "show the running daemon's state and counters"),
     Command("analyze", "ecgd.commands.analyze", "interpret recording files (JSON Lines)"),
+    Command("batch", "ecgd.commands.batch", "reprocess an archive into Parquet/JSON Lines"),
     Command("model", "ecgd.commands.model", "build, convert, verify or quantize a model"),
     Command("keygen", "ecgd.commands.keygen",
             "write the station's keys, or an appliance's signing key"),

@@ -49,12 +49,13 @@ from ecgd.host import HostHealth, read_host_health
 from ecgd.security.keys import RecipientKey, SigningKey, load_recipients
 from ecgd.logs import get_logger
 from ecgd.patient import PatientStore
-from ecgd.pipeline import Analyzer, PreparedRecording, SourceInfo, WorkBudget
+from ecgd.pipeline import (Analyzer, PreparedRecording, SourceInfo, WorkBudget,
+                           file_source)
 from ecgd.preflight import load_appliance_signing_key, open_analyzer
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256
 from ecgd.records.reader import read_recording
-from ecgd.report import readable_text, utc_timestamp
+from ecgd.report import utc_timestamp
 from ecgd.report_store import report_file_name
 from ecgd.retention import Retention
 from ecgd.security.seal import ensure_private_dir, seal_report, write_durable
@@ -611,10 +612,7 @@ class Daemon:
             read_ms = (time.perf_counter() - started) * 1000.0
             pseudonym = (pseudonymize(recording.patient_id, self.pseudonym_key)
                          if recording.patient_id else None)
-            source = SourceInfo(
-                fields={"kind": "file", "file": readable_text(claimed.original_name),
-                        "format": recording.format, "content_sha256": digest},
-                id_seed=f"file:{digest}")
+            source = file_source(claimed.original_name, recording.format, digest)
             try:
                 prepared = self.analyzer.prepare(recording, source, pseudonym, read_ms,
                                                  host=self.host.as_dict(), budget=budget)

@@ -25,6 +25,9 @@ edge where they happen, with ``raise ... from exc``.
                                asked for (a DICOM ECG without a tracing)
       OutputError        74    reading station: a rendered page or an export cannot be
                                written
+      BatchError          2    ``ecgd batch`` refuses to start: its --out folder holds another
+                               batch's results, the model or config changed (without
+                               --new-run), another batch runs there, or an extra is missing
 
 A window that fails quality control is not an error: it is a normal result
 (``QualityVerdict``) that still produces a report.
@@ -123,3 +126,9 @@ class OutputError(EcgdError):
     """A rendered page or an exported file cannot be written."""
 
     exit_code = 74
+
+
+class BatchError(EcgdError):
+    """``ecgd batch`` refuses to start (or go on) with these arguments; nothing was changed."""
+
+    exit_code = 2

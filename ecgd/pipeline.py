@@ -19,12 +19,13 @@ import numpy as np
 from scipy.special import expit
 
 from ecgd.config import MeasurementConfig, QcConfig, WindowConfig
-from ecgd.errors import RecordError
+from ecgd.errors import ModelError, RecordError
+from ecgd.model.manifest import Manifest
 from ecgd.model.session import ModelSession
 from ecgd.preflight import model_window_samples
 from ecgd.records.recording import Recording
 from ecgd.report import (ModelInfo, build_report, findings_from_probabilities, make_report_id,
-                         utc_timestamp)
+                         readable_text, utc_timestamp)
 from ecgd.report_waveform import encode_waveform
 from ecgd.signal.bridged import BridgedStretches
 from ecgd.signal.chain import (SignalChain, WindowLayout, cut_window, rejected_qc,
@@ -68,6 +69,16 @@ class SourceInfo:
     id_seed: str
 
 
+def file_source(name: str, recording_format: str, content_sha256: str) -> SourceInfo:
+    """The source of a recording read from a file (base name ``name``): the same fields and
+    report-id seed whether the daemon, ``ecgd analyze`` or ``ecgd batch`` reads it. A name
+    that is not valid UTF-8 is shown with its undecodable bytes as ``\\xNN``."""
+    return SourceInfo(fields={"kind": "file", "file": readable_text(name),
+                              "format": recording_format,
+                              "content_sha256": content_sha256},
+                      id_seed=f"file:{content_sha256}")
+
+
 @dataclasses.dataclass
 class PreparedWindow:
     """One window after QC and measurements.
@@ -75,8 +86,9 @@ class PreparedWindow:
     ``model_not_run``: why the network will not see this window (``qc_rejected``,
     ``missing_lead:V3``, ``too_short``); empty when it will, and then ``model_input`` is
     the preprocessed window. ``signal_mv``: the 12-lead window in mV at the model rate, after
-    lead derivation and before preprocessing, in the model's lead order (None when leads are
-    missing): what QC and the network judged, and what the report's ``waveform`` carries.
+    lead derivation and before preprocessing, in the model's lead order: what QC and the
+    network judged, and what the report's ``waveform`` carries (None when leads are missing
+    or the analyzer keeps no waveform).
     """
 
     index: int
@@ -107,13 +119,21 @@ class PreparedRecording:
 
 
 class Analyzer:
-    """Interprets recordings with one model session; filters are designed once, here."""
+    """Interprets recordings with one model session; filters are designed once, here.
 
-    def __init__(self, session: ModelSession, window: WindowConfig, qc: QcConfig,
+    ``session`` may be None, with ``manifest`` given instead, for an analyzer that only
+    prepares windows and builds reports (``ecgd batch`` on Ray prepares windows in tasks
+    that hold no model); :meth:`infer` then refuses.
+    """
+
+    def __init__(self, session: Optional[ModelSession], window: WindowConfig, qc: QcConfig,
                  mains_hz: int, batch_max: int = 16,
                  measurement: MeasurementConfig = MeasurementConfig(),
-                 keep_waveform: bool = True) -> None:
-        manifest = session.manifest
+                 keep_waveform: bool = True, *, manifest: Optional[Manifest] = None) -> None:
+        if session is not None:
+            manifest = session.manifest
+        if manifest is None:
+            raise ModelError("an analyzer needs a model session or its manifest")
         window_samples = model_window_samples(window, manifest)
         self.session = session
         self.manifest = manifest
@@ -205,7 +225,8 @@ class Analyzer:
         item = PreparedWindow(index, window, qc_fields, measurements, qc_ms,
                               not_run, preprocess_ms=result.preprocess_ms)
         if layout.complete:
-            item.signal_mv = cut.window_mv
+            if self.keep_waveform:
+                item.signal_mv = cut.window_mv
             if not not_run:
                 item.model_input = result.model_view
         return item
@@ -230,6 +251,9 @@ class Analyzer:
         n_labels = len(self.manifest.labels)
         if not model_inputs:
             return np.empty((0, n_labels), dtype=np.float32), 0.0
+        if self.session is None:
+            raise ModelError(f"{self.manifest.name}: this analyzer prepares windows only; "
+                             f"it holds no model session to infer with")
         t0 = time.perf_counter()
         chunks = []
         for begin in range(0, len(model_inputs), self.batch_max):

@@ -10,6 +10,7 @@ from ecgd.records.reader import read_recording
 from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads
 from ecgd.report import ModelInfo, build_report, findings_from_probabilities, make_report_id
 from ecgd.report_waveform import encode_waveform
+from ecgd.signal.chain import unmeasured_fields
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ecgd.security.keys import EnrolledAppliance
@@ -24,8 +25,8 @@ LABELS = ["SINUS RHYTHM", "NORMAL ECG", "LEFT AXIS DEVIATION", "SINUS BRADYCARDI
 PROBABILITIES = [0.93, 0.81, 0.62, 0.2, 0.05, 0.04, 0.01]
 MEASUREMENTS = {"heart_rate_bpm": 61.5, "rr_ms": [976.0, 980.0], "rr_irregularity": 0.01,
                 "pr_ms": 162.0, "qrs_ms": 94.0, "qt_ms": 398.0, "qtc_ms": 401.0,
-                "qtc_formula": "Bazett", "p_axis_deg": 48.0, "qrs_axis_deg": 31.0,
-                "t_axis_deg": 40.0}
+                "qtc_formula": "bazett", "p_axis_deg": 48.0, "qrs_axis_deg": 31.0,
+                "t_axis_deg": 40.0, "r_peaks_ms": [310.0, 1286.0, 2266.0], "unmeasured": {}}
 PSEUDONYM = "5e" * 32
 
 
@@ -49,12 +50,14 @@ def make_report(signal_mv: Optional[np.ndarray], model: ModelInfo = TRAINED,
         report_id=make_report_id(seed, 0),
         source={"kind": "file", "file": "input.hea", "format": "wfdb",
                 "content_sha256": "ab" * 32},
-        pseudonym=pseudonym, window=window, qc_status=qc_status, qc_score=0.99,
-        qc_reasons=qc_reasons,
-        measurements=MEASUREMENTS if qc_status == "accepted" else {
-            "heart_rate_bpm": None, "rr_ms": [], "rr_irregularity": None},
-        model=model, findings=findings_from_probabilities(LABELS, PROBABILITIES,
-                                                          [0.5] * len(LABELS)),
+        pseudonym=pseudonym, window=window,
+        qc={"status": qc_status, "score": 0.99, "reasons": list(qc_reasons),
+            "saturation_rule": "declared_range"},
+        measurements=(MEASUREMENTS if qc_status == "accepted"
+                      else unmeasured_fields("qc_rejected")),
+        model=model, model_not_run=() if qc_status == "accepted" else ("qc_rejected",),
+        findings=(findings_from_probabilities(LABELS, PROBABILITIES, [0.5] * len(LABELS))
+                  if qc_status == "accepted" else []),
         timing_ms={"read": 1.0, "qc": 1.0, "preprocess": 1.0, "inference": 1.0},
         waveform=waveform)
 

@@ -547,6 +547,25 @@ def test_an_arrival_gets_a_turn_before_a_flood_already_waiting(make_spool, spool
     assert handed[0:5:2] == ["flood0000.csv", "flood0001.csv", "flood0002.csv"]
 
 
+def test_an_arrival_goes_before_a_flood_that_became_ready_after_it(make_spool, spool_config):
+    """A flood seen before an input but ready only after it (still being written when the
+    input arrived) does not jump the queue: the arrival is taken within two hand-outs."""
+    spool = make_spool(settle_s=30.0)
+    handles = []
+    for index in range(400):
+        handle = open(spool_config.dir / f"flood{index:04d}.csv", "wb")
+        handle.write(b"x\n")
+        handle.flush()
+        handles.append(handle)
+    drop(spool_config.dir, "arrival.csv", b"good\n")
+    assert wait_for(lambda: spool.ready_count() == 1, timeout_s=60)
+    for handle in handles:
+        handle.close()
+    assert wait_for(lambda: spool.ready_count() == 401, timeout_s=60)
+    handed = [take(spool).original_name for _ in range(2)]
+    assert "arrival.csv" in handed
+
+
 def test_wfdb_data_file_written_slowly_in_place_is_taken_only_complete(make_spool,
                                                                       spool_config,
                                                                       shared_data):

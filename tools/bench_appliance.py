@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -60,14 +58,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 from baseline import BaselinePipeline, write_conv1d_model  # noqa: E402
-from ecgd.config import QcConfig  # noqa: E402
-from ecgd.security.keys import generate_keys, load_private_key  # noqa: E402
+from bench_inputs import (FS_HZ, WINDOW_SAMPLES, accepted_windows,  # noqa: E402
+                          machine_description, run_ecgd, write_inputs)
+from ecgd.security.keys import (generate_keys, generate_signing_key,  # noqa: E402
+                                load_enrolled_appliances, load_identity)
 from ecgd.model.manifest import load_manifest  # noqa: E402
-from ecgd.signal.quality import assess_window  # noqa: E402
-from ecgd.records.reader import read_recording  # noqa: E402
-from ecgd.records.recording import STANDARD_LEADS, arrange_standard_leads  # noqa: E402
+from ecgd.records.recording import STANDARD_LEADS  # noqa: E402
 from ecgd.report_store import is_report_file_name, list_reports  # noqa: E402
-from ecgd.security.seal import unseal  # noqa: E402
+from ecgd.security.unseal import open_sealed_report  # noqa: E402
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 PARTS = ("baseline", "latency", "backlog", "live", "startup", "agreement")
@@ -83,10 +81,6 @@ DAEMON_CONFIGS = {
                 "ecgd daemon INT8, 2 workers x 1 thread"),
 }
 DEFAULT_CONFIGS = ("fp32", "int8", "fp32-2w")
-FS_HZ = 500.0
-WINDOW_SAMPLES = 5000
-MAINS_HZ = 50
-COPY_OFFSET_MV = 0.001
 FRAME_SAMPLES = 10
 MODEL_NAME = "ecgfounder-reference"
 # Issue 6 criteria for making INT8 the default model.
@@ -108,48 +102,6 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(interval_s)
-
-
-def machine_description() -> Dict[str, Any]:
-    """Cores, CPU model (/proc/cpuinfo), memory, library versions, the checkout measured."""
-    import onnxruntime
-    import scipy
-
-    cpu_model = "unknown"
-    memory_gb = float("nan")
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gb = int(line.split()[1]) / 1024 ** 2
-    except OSError:
-        pass  # not Linux: the rest of the description still stands
-    git = ["git", "-C", str(REPO)]
-    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return {
-        "cores": len(os.sched_getaffinity(0)), "cpu_model": cpu_model,
-        "memory_gb": round(memory_gb, 1), "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-        "scipy": scipy.__version__, "commit": head + (" + uncommitted changes" if dirty else ""),
-        "load_average_start": os.getloadavg(),
-    }
-
-
-def run_ecgd(args: Sequence[str], cwd: Path) -> str:
-    """``python -m ecgd ARGS`` from this checkout; its stdout, or RuntimeError with stderr."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, "-m", "ecgd", *args], cwd=str(cwd), env=env,
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"ecgd {args[0]} {args[1] if len(args) > 1 else ''} exited "
-                           f"{result.returncode}: {result.stderr.strip()[-500:]}")
-    return result.stdout
 
 
 # -- models and inputs ------------------------------------------------------------------
@@ -183,47 +135,6 @@ def prepare_models(workdir: Path, shared: Path) -> Dict[str, Any]:
     labels = load_manifest(fp32).labels
     return {"fp32": fp32, "int8": int8, "conv1d": conv1d, "agreement": agreement,
             "labels": labels, "quantize_output": quantize_output.strip()}
-
-
-def accepted_windows(shared: Path) -> List[Tuple[str, np.ndarray]]:
-    """First 10-s window of every LUDB and CinC 2021 record that passes ecgd's default QC,
-    as float32 ``[12, 5000]`` mV in standard lead order; duplicate contents dropped."""
-    headers = sorted((shared / "ludb" / "data").glob("*.hea"))
-    headers += sorted((shared / "cinc2021").glob("*.hea"))
-    qc = QcConfig()
-    seen = set()
-    pool = []
-    for header in headers:
-        recording = read_recording(header, 1 << 26)
-        leads = arrange_standard_leads(recording, STANDARD_LEADS)
-        if recording.fs_hz != FS_HZ or leads.samples_mv is None \
-                or leads.samples_mv.shape[1] < WINDOW_SAMPLES:
-            continue
-        window = np.ascontiguousarray(leads.samples_mv[:, :WINDOW_SAMPLES], dtype=np.float32)
-        digest = hashlib.sha256(window.tobytes()).hexdigest()
-        if digest in seen or not assess_window(window, FS_HZ, STANDARD_LEADS, qc,
-                                               mains_hz=MAINS_HZ).ok:
-            continue
-        seen.add(digest)
-        pool.append((f"{header.parent.name}/{header.stem}", window))
-    return pool
-
-
-def write_inputs(pool: Sequence[Tuple[str, np.ndarray]], folder: Path,
-                 count: int) -> List[Path]:
-    """``count`` distinct single-window .npz files: record ``k % len(pool)`` plus a DC
-    offset of ``COPY_OFFSET_MV * (k // len(pool))`` mV."""
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k in range(count):
-        _, window = pool[k % len(pool)]
-        path = folder / f"in{k:05d}.npz"
-        if not path.exists():
-            samples = window + np.float32(COPY_OFFSET_MV * (k // len(pool)))
-            np.savez(path, signal=samples, fs_hz=FS_HZ, lead_names=np.array(STANDARD_LEADS),
-                     units="mV")
-        paths.append(path)
-    return paths
 
 
 # -- the daemon as a black box ----------------------------------------------------------
@@ -303,7 +214,9 @@ class Appliance:
         self.root = root
         root.mkdir(parents=True)
         self.keys = generate_keys(root / "keys")
-        self.private_key = load_private_key(self.keys["private"])
+        self.signing_keys = generate_signing_key(root / "appliance")
+        self.identity = load_identity(self.keys["private"])
+        self.enrolled = load_enrolled_appliances(root / "appliance")
         spool = root / "spool"
         self.incoming, self.done, self.failed = spool / "incoming", spool / "done", spool / "failed"
         self.incoming.mkdir(parents=True)
@@ -322,6 +235,7 @@ failed_dir = "{self.failed}"
 [reports]
 dir = "{self.reports}"
 recipients = ["{self.keys['public']}"]
+signing_key_file = "{self.signing_keys['private']}"
 [privacy]
 pseudonym_key_file = "{self.keys['pseudonym']}"
 patient_file = "{root / 'patient' / 'current'}"
@@ -337,7 +251,7 @@ format = "json"
 
     def reports_by_name(self) -> Dict[str, Dict[str, Any]]:
         """Every sealed report, decrypted: {file name: report}."""
-        return {p.name: json.loads(unseal(p.read_bytes(), self.private_key))
+        return {p.name: open_sealed_report(p.read_bytes(), self.identity, self.enrolled).report
                 for p in list_reports(self.reports)}
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import wfdb
 
-from ecgd.config import MeasurementConfig, QcConfig
+from ecgd.config import MeasurementConfig
 from ecgd.records.recording import STANDARD_LEADS
 from ecgd.signal.beats import detect_r_peaks, rhythm_measurements
 from ecgd.signal.delineation import measure_intervals

@@ -38,7 +38,7 @@ from ecgd.config import MeasurementConfig, QcConfig
 from ecgd.records.recording import STANDARD_LEADS, Recording
 from ecgd.signal.chain import SignalChain, WindowLayout, cut_window
 from ecgd.signal.delineation import median_beat
-from ecgd.signal.preprocess import make_preprocessor, PROFILE_DEFAULTS
+from ecgd.signal.preprocess import make_preprocessor
 from ecgd.signal.resample import resample_to
 
 import wfdb

@@ -10,12 +10,12 @@ from typing import Optional
 from ecgd.config import Config, load_config
 from ecgd.errors import ModelError, RecordError
 from ecgd.model.session import ModelSession
-from ecgd.pipeline import Analyzer, SourceInfo
+from ecgd.pipeline import Analyzer, file_source
 from ecgd.progress import ProgressLine
 from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
 from ecgd.records.companions import content_sha256, recording_files
 from ecgd.records.reader import read_recording
-from ecgd.report import dumps_report, readable_text
+from ecgd.report import dumps_report
 
 DESCRIPTION = """Interpret ECG recording files and print one JSON report per 10-second window,
 one per line (JSON Lines), on stdout. Formats: WFDB (.hea with .dat/.mat), CSV, NumPy .npz,
@@ -35,7 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=run)
 
 
-def _pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
+def configured_pseudonym_key(config: Config, explicit_config: bool) -> Optional[bytes]:
     """The configured key; without a config file there is none (pseudonyms are then null)."""
     if not explicit_config:
         return None
@@ -63,7 +63,7 @@ def _open_analyzer(config: Config, manifest_path: Path) -> Analyzer:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
-    key = _pseudonym_key(config, args.config is not None)
+    key = configured_pseudonym_key(config, args.config is not None)
     analyzer = _open_analyzer(config, args.model or config.model.manifest)
     progress = ProgressLine(sys.stderr, total_files=len(args.files))
     status = 0
@@ -87,11 +87,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.message(f"ecgd: warning: {path}: carries a patient identifier, but "
                                  f"no pseudonym key is configured (--config): its reports "
                                  f"carry no pseudonym")
-        source = SourceInfo(
-            fields={"kind": "file", "file": readable_text(path.name), "format": recording.format,
-                    "content_sha256": digest},
-            id_seed=f"file:{digest}",
-        )
+        source = file_source(path.name, recording.format, digest)
         reports = analyzer.analyze(recording, source, pseudonym, read_ms)
         for report in reports:
             sys.stdout.write(dumps_report(report) + "\n")

@@ -32,15 +32,6 @@ TOP_K = 5
 _LATENCY_RUNS = 10
 
 
-def _recording_paths(folder: Path) -> List[Path]:
-    """Candidate recordings under ``folder``, sorted; a WFDB record is reached via its
-    ``.hea`` only (files sharing a header's stem are its signal/annotation files).
-    """
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    headers = {p.with_suffix("") for p in files if p.suffix.lower() == ".hea"}
-    return [p for p in files if p.suffix.lower() == ".hea" or p.with_suffix("") not in headers]
-
-
 def collect_windows(folder: Path, manifest: Manifest, mains_hz: int, max_windows: int,
                     max_input_bytes: int) -> Tuple[List[np.ndarray], List[str]]:
     """Preprocessed model-input windows from every readable 12-lead recording in ``folder``.
@@ -50,6 +41,7 @@ def collect_windows(folder: Path, manifest: Manifest, mains_hz: int, max_windows
     and one line per file that was skipped, naming it and why.
     """
     from ecgd.signal.preprocess import make_preprocessor
+    from ecgd.records.companions import find_recordings
     from ecgd.records.reader import read_recording
     from ecgd.records.recording import arrange_standard_leads
     from ecgd.signal.resample import resample_to
@@ -60,9 +52,13 @@ def collect_windows(folder: Path, manifest: Manifest, mains_hz: int, max_windows
     per_recording: List[np.ndarray] = []
     skipped: List[str] = []
     total = 0
-    for path in _recording_paths(Path(folder)):
+    for found in find_recordings([Path(folder)]):
         if total >= max_windows:
             break
+        if found.refusal is not None:
+            skipped.append(found.refusal)
+            continue
+        path = found.path
         try:
             recording = read_recording(path, max_input_bytes)
         except RecordError as exc:

@@ -1,11 +1,13 @@
-"""Which files make up one recording: a WFDB header names its signal files."""
+"""Which files make up one recording: a WFDB header names its signal files; and which
+recordings a folder tree holds."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from ecgd.errors import RecordError
 from ecgd.records.wfdb_header import header_lines
@@ -78,3 +80,84 @@ def content_sha256(paths: List[Path]) -> str:
         except OSError as exc:
             raise RecordError(f"{Path(path).name}: cannot read: {exc.strerror}") from exc
     return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundRecording:
+    """A recording found in a folder tree: its primary file, or why it is not read.
+
+    ``refusal`` is set (one line naming the entry, never its target) for what the walk does
+    not follow or cannot read: a symbolic link leaving the tree, a folder it cannot list.
+    """
+
+    path: Path
+    refusal: Optional[str] = None
+
+
+def find_recordings(roots: Sequence[Path],
+                    exclude: Sequence[Path] = ()) -> Iterator[FoundRecording]:
+    """Every recording under the folders ``roots``, depth first in name order (the order
+    of ``sorted()`` on the paths), without holding the tree in memory.
+
+    A WFDB record is found by its header: files sharing a header's stem in its folder are
+    its signal and annotation files. Hidden names (a leading dot) are skipped, and so are
+    the folders in ``exclude`` (e.g. the caller's own output). Symbolic links are never
+    followed: one whose target lies inside a root is skipped (the walk reaches the target
+    itself), one that leaves the roots or leads nowhere is found with a refusal. Anything
+    else, including a file of no known format, is found, for the reader to judge.
+    """
+    real_roots = [os.path.realpath(root) for root in roots]
+    excluded = {os.path.realpath(folder) for folder in exclude}
+    for root in real_roots:
+        yield from _walk(root, real_roots, excluded)
+
+
+_Entry = Union["os.DirEntry[str]", FoundRecording]
+
+
+def _walk(root: str, real_roots: Sequence[str], excluded: Set[str]) -> Iterator[FoundRecording]:
+    stack = [iter(_listing(root))]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if isinstance(entry, FoundRecording):
+            yield entry
+        elif entry.is_symlink():
+            refusal = _link_refusal(entry, real_roots)
+            if refusal is not None:
+                yield FoundRecording(Path(entry.path), refusal)
+        elif entry.is_dir(follow_symlinks=False):
+            if entry.path not in excluded:
+                stack.append(iter(_listing(entry.path)))
+        else:
+            yield FoundRecording(Path(entry.path))
+
+
+def _listing(folder: str) -> List[_Entry]:
+    """The folder's entries to visit, in name order: hidden names and the companions of
+    WFDB headers left out; a folder that cannot be listed is one refusal."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted((entry for entry in scan if not entry.name.startswith(".")),
+                             key=lambda entry: entry.name)
+    except OSError as exc:
+        name = os.path.basename(folder)
+        return [FoundRecording(Path(folder), f"{name}: folder cannot be read: {exc.strerror}")]
+    header_stems = {os.path.splitext(entry.name)[0] for entry in entries
+                    if entry.name.lower().endswith(".hea")}
+    kept: List[_Entry] = [entry for entry in entries
+                          if entry.name.lower().endswith(".hea")
+                          or os.path.splitext(entry.name)[0] not in header_stems
+                          or entry.is_dir(follow_symlinks=False)]
+    return kept
+
+
+def _link_refusal(entry: "os.DirEntry[str]", real_roots: Sequence[str]) -> Optional[str]:
+    target = os.path.realpath(entry.path)
+    if not os.path.exists(target):
+        return f"{entry.name}: is a symbolic link to nothing; not followed"
+    if any(os.path.commonpath([root, target]) == root for root in real_roots):
+        return None
+    return f"{entry.name}: is a symbolic link leading outside the source folders; not followed"

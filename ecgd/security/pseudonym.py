@@ -1,5 +1,8 @@
 """Pseudonyms: patient identifiers replaced by a keyed hash before anything leaves memory.
 
+Input file names may hold identifiers too: logs and batch tables show ``hash_name`` of a
+name instead, and ``redact_names`` replaces names inside an error reason by that hash.
+
 ``pseudonymize`` is HMAC-SHA256 under a site secret, so the same patient gets the same
 pseudonym on this appliance (reports can be linked), while without the key a pseudonym
 cannot be turned back into an identifier by hashing a list of candidate IDs.
@@ -15,12 +18,15 @@ import hashlib
 import hmac
 import re
 from pathlib import Path
+from typing import Optional, Sequence
 
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
 from ecgd.security.keys import credential_or_file, read_key_file
 
 PSEUDONYM_KEY_MIN_BYTES = 32
+NAME_HASH_HEX = 12
+_MIN_EMBEDDED_NAME_CHARS = 3
 # A key file is one short line; a bigger file is a mistake and is not read whole.
 _HEX_LINE = re.compile(rb"([0-9a-fA-F]+)\n?")
 
@@ -67,3 +73,33 @@ def load_pseudonym_key(config: PrivacyConfig) -> bytes:
     """
     path = pseudonym_key_path(config)
     return parse_pseudonym_key(read_key_file(path, "pseudonym key"), str(path))
+
+
+def hash_name(name: str, key: Optional[bytes] = None) -> str:
+    """Short hex digest of an input name: what logs show instead of the name.
+
+    Plain sha256 when ``key`` is None; HMAC-SHA256 with ``key`` otherwise, so that short,
+    guessable identifiers in names cannot be recovered from the logs by brute force.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if key is None:
+        digest = hashlib.sha256(raw).hexdigest()
+    else:
+        digest = hmac.new(key, raw, hashlib.sha256).hexdigest()
+    return digest[:NAME_HASH_HEX]
+
+
+def redact_names(reason: str, names: Sequence[str], name_hash: str) -> str:
+    """``reason`` with every input name (longest first) replaced by ``<name_hash>``.
+
+    Names are matched whole, not inside longer words, so a short name does not garble the
+    rest of the reason; names of three characters or more are also replaced wherever they
+    appear (two characters cannot hold an identifier).
+    """
+    for name in sorted(set(names), key=len, reverse=True):
+        if name:
+            pattern = r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])"
+            reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
+            if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
+                reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
+    return reason

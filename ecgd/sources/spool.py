@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
-import hmac
 import heapq
 import json
 import math
 import os
 import queue
-import re
 import secrets
 import stat
 import threading
@@ -71,12 +68,11 @@ from ecgd.durable import fsync_directory, write_durable
 from ecgd.errors import ConfigError, RecordError, SourceError
 from ecgd.records.companions import wfdb_header_lines, wfdb_signal_files
 from ecgd.report import readable_text, utc_timestamp
+from ecgd.security.pseudonym import NAME_HASH_HEX, hash_name, redact_names
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
 _WFDB_DATA_SUFFIXES = (".dat", ".mat")
-_NAME_HASH_HEX = 12
-_MIN_EMBEDDED_NAME_CHARS = 3
 _MAX_NAME_BYTES = 255
 # write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
 _ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
@@ -95,20 +91,6 @@ _SENTINEL = ("stop", "")
 
 # Inputs the scanner refuses into failed_dir: (file names, reason, other names to redact).
 _Refusals = List[Tuple[List[str], str, Tuple[str, ...]]]
-
-
-def hash_name(name: str, key: Optional[bytes] = None) -> str:
-    """Short hex digest of an input name: what logs show instead of the name.
-
-    Plain sha256 when ``key`` is None; HMAC-SHA256 with ``key`` otherwise, so that short,
-    guessable identifiers in names cannot be recovered from the logs by brute force.
-    """
-    raw = name.encode("utf-8", "surrogateescape")
-    if key is None:
-        digest = hashlib.sha256(raw).hexdigest()
-    else:
-        digest = hmac.new(key, raw, hashlib.sha256).hexdigest()
-    return digest[:_NAME_HASH_HEX]
 
 
 def is_ignored_name(name: str) -> bool:
@@ -189,7 +171,7 @@ class _Entry:
     closed: bool = False         # inotify saw a close-after-write / rename-in since the change
     file_ready: bool = False
     queued: bool = False         # waiting in the ready queue
-    ready_pass: int = 0          # the scanner pass that queued it (later passes: newer)
+    arrival: int = 0             # when ecgd saw this version of the file (larger: newer)
     taken: bool = False          # handed out by next_ready or being moved by the scanner
     check_s: float = math.inf    # monotonic time this entry needs another look (on _due)
     data_names: Optional[Tuple[str, ...]] = None   # WFDB header: data files it names
@@ -270,10 +252,10 @@ class Spool:
         self._entries: Dict[str, _Entry] = {}
         self._owner: Dict[str, str] = {}           # WFDB data file name -> header name
         # The ready queue, one set of inputs in two orders (stale items skipped on pop):
-        # oldest mtime first, and latest to become ready first. next_ready takes turns.
+        # oldest mtime first, and latest to arrive first. next_ready takes turns.
         self._oldest: List[Tuple[int, int, str]] = []  # heap of (0, mtime_ns, name)
-        self._newest: List[Tuple[int, int, str]] = []  # heap of (-ready_pass, mtime_ns, name)
-        self._pass = 0
+        self._newest: List[Tuple[int, int, str]] = []  # heap of (-arrival, mtime_ns, name)
+        self._arrivals = 0
         self._ready_total = 0
         self._newest_turn = False
         # When each entry needs another look: heap of (check_s, name), stale items skipped,
@@ -395,11 +377,11 @@ class Spool:
     def next_ready(self, timeout_s: float) -> Optional[SpoolItem]:
         """The next ready input, waiting up to ``timeout_s``; else None.
 
-        Turns alternate between the oldest input waiting (mtime, then name) and the input
-        that became ready last (the oldest of those that became ready together), so an input
-        dropped behind a flood of thousands is taken within two turns while the flood drains
-        from its oldest end. (Newest is judged by when ecgd saw an input ready, which a
-        dropper cannot forge the way it can set an mtime.)
+        Turns alternate between the oldest input waiting (mtime, then name) and the ready
+        input that arrived last, so an input dropped behind a flood of thousands is taken
+        within two turns of being ready while the flood drains from its oldest end, even when
+        the flood is still settling. (Arrival is the order in which ecgd first saw a file, or
+        saw it changed, which a dropper cannot forge the way it can set an mtime.)
 
         Raises SourceError if the scanner thread died (a bug), so the daemon cannot idle on a
         spool that no longer watches anything.
@@ -508,7 +490,7 @@ class Spool:
             raise SourceError(f"spool input {claimed.name_hash}: cannot move to failed_dir: "
                               f"{exc.strerror}") from exc
         self._log.warning("input_failed", name_hash=claimed.name_hash,
-                          reason=_redact(reason, names, claimed.name_hash))
+                          reason=redact_names(reason, names, claimed.name_hash))
         return placed
 
     def begin_attempt(self, claimed: ClaimedInput) -> None:
@@ -692,14 +674,18 @@ class Spool:
             return None
         entry = self._entries.get(name)
         if entry is None:
+            self._arrivals += 1
             entry = _Entry(name=name, file_type=stat.S_IFMT(info.st_mode), size=info.st_size,
-                           mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s)
+                           mtime_ns=info.st_mtime_ns, first_seen_s=now_s, changed_s=now_s,
+                           arrival=self._arrivals)
             self._entries[name] = entry
         elif (info.st_size, info.st_mtime_ns) != entry.signature() or \
                 stat.S_IFMT(info.st_mode) != entry.file_type:
             entry.size, entry.mtime_ns = info.st_size, info.st_mtime_ns
             entry.file_type = stat.S_IFMT(info.st_mode)
             entry.changed_s = now_s
+            self._arrivals += 1
+            entry.arrival = self._arrivals
             entry.closed = False
             entry.file_ready = False
             self._unqueue(entry)
@@ -714,7 +700,6 @@ class Spool:
         """Settle files, group WFDB records, queue ready inputs, refuse bad ones."""
         refusals: _Refusals = []
         with self._lock:
-            self._pass += 1
             due = []
             while self._due and self._due[0][0] <= now_s:
                 when_s, name = heapq.heappop(self._due)
@@ -852,10 +837,9 @@ class Spool:
             return
         if not entry.queued:
             entry.queued = True
-            entry.ready_pass = self._pass
             self._ready_total += 1
             heapq.heappush(self._oldest, (0, entry.mtime_ns, entry.name))
-            heapq.heappush(self._newest, (-entry.ready_pass, entry.mtime_ns, entry.name))
+            heapq.heappush(self._newest, (-entry.arrival, entry.mtime_ns, entry.name))
 
     def _unqueue(self, entry: _Entry) -> None:
         if entry.queued:
@@ -866,12 +850,10 @@ class Spool:
         """Pop ``lane`` down to its first input still queued and handable (None: empty).
         A queued input found not handable leaves the queue; the scanner queues it again."""
         while lane:
-            ready_pass, mtime_ns, name = heapq.heappop(lane)
+            _, mtime_ns, name = heapq.heappop(lane)
             entry = self._entries.get(name)
             if entry is None or not entry.queued or entry.mtime_ns != mtime_ns:
                 continue  # taken through the other lane, gone, or rewritten since
-            if lane is self._newest and -ready_pass != entry.ready_pass:
-                continue  # an older turn of an input queued again since
             self._unqueue(entry)
             if self._is_handable(name):
                 return entry
@@ -1001,7 +983,7 @@ class Spool:
         if pairs:
             self._log.info("input_claimed", name_hash=name_hash, files=len(pairs))
         self._log.warning("input_failed", name_hash=name_hash,
-                          reason=_redact(reason, list(names) + list(also_named), name_hash))
+                          reason=redact_names(reason, list(names) + list(also_named), name_hash))
 
     def _place(self, pairs: Sequence[Tuple[Path, str]], dest_dir: Path, name_hash: str,
                extra_names: Sequence[str]) -> Tuple[Path, ...]:
@@ -1107,7 +1089,7 @@ class Spool:
         named = [folder / name for name in data_names if (folder / name) in files]
         companions = named + [path for path in files if path != primary and path not in named]
         stem = folder.name.split("~")[0]
-        name_hash = stem if len(stem) == _NAME_HASH_HEX else hash_name(primary.name,
+        name_hash = stem if len(stem) == NAME_HASH_HEX else hash_name(primary.name,
                                                                         self._name_key)
         return ClaimedInput(primary=primary, files=(primary,) + tuple(companions),
                             original_name=primary.name, name_hash=name_hash,
@@ -1168,19 +1150,3 @@ def _not_regular_reason(path: Path) -> str:
 
 def _oversize_reason(name: str, size_bytes: int, max_bytes: int) -> str:
     return f"{name}: {size_bytes} bytes exceeds the limit of {max_bytes} bytes; refused unread"
-
-
-def _redact(reason: str, names: Sequence[str], name_hash: str) -> str:
-    """``reason`` with every input name (longest first) replaced by ``<name_hash>``.
-
-    Names are matched whole, not inside longer words, so a short name does not garble the
-    rest of the reason; names of three characters or more are also replaced wherever they
-    appear (two characters cannot hold an identifier).
-    """
-    for name in sorted(set(names), key=len, reverse=True):
-        if name:
-            pattern = r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])"
-            reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
-            if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
-                reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
-    return reason

@@ -146,7 +146,7 @@ def _measure_lines(view: ReportView) -> List[str]:
     for measure, value in view.present_measures():
         text = f"{measure.label} {value:.0f} {measure.unit}"
         if measure.key == "qtc_ms" and view.qtc_formula:
-            text += f" ({view.qtc_formula})"
+            text += f" ({view.qtc_formula.capitalize()})"
         items.append(text)
     if not items:
         return ["Rate not measured"]

@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""The archive benchmark (issue 12): ``ecgd batch`` against the model alone and against the
+plain per-file script, on the same single-window recordings, in one run.
+
+Measured, all on the cores this process may use, windows per second of wall time:
+
+* inference only: the reference FP32 model in ``workers`` processes of ``threads`` ORT
+  threads each, on already preprocessed windows, at each batch size (the yardstick's best
+  split and batch is the target's denominator);
+* the per-file script: ``tools/baseline.py``'s pipeline, one file after another, as a whole
+  process (start, model load, every file);
+* ``ecgd batch`` (local engine, Parquet) as a whole process, at each split;
+* ``ecgd batch --engine ray`` on a local Ray cluster of ``--ray-nodes`` node processes
+  (cluster start-up excluded: a cluster outlives one batch).
+
+Absolute numbers on a shared machine are noise; the ratios measured in the same run are the
+finding. Each ``ecgd batch`` run reports its workers' peak RSS (the ``batch_finished`` line).
+
+    python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+REPO = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+sys.path.insert(0, str(REPO))
+
+from bench_inputs import (accepted_windows, machine_description, run_ecgd,  # noqa: E402
+                          write_inputs)
+
+MODEL_NAME = "ecgfounder-reference"
+
+
+def _infer_worker(manifest: str, windows: np.ndarray, threads: int, batch: int,
+                  start: Any, done: Any) -> None:
+    from ecgd.model.session import ModelSession
+
+    session = ModelSession.open(Path(manifest), threads)
+    session.predict_logits(windows[:batch])  # the first run allocates
+    start.wait()
+    for first in range(0, len(windows), batch):
+        session.predict_logits(windows[first:first + batch])
+    done.put(len(windows))
+
+
+def inference_only(manifest: Path, windows: np.ndarray, workers: int, threads: int,
+                   batch: int) -> float:
+    """Windows/s of ``workers`` processes each inferring its share of ``windows``."""
+    context = multiprocessing.get_context("spawn")
+    start, done = context.Barrier(workers + 1), context.Queue()
+    shares = np.array_split(windows, workers)
+    processes = [context.Process(target=_infer_worker,
+                                 args=(str(manifest), share, threads, batch, start, done))
+                 for share in shares]
+    for process in processes:
+        process.start()
+    start.wait()
+    began = time.perf_counter()
+    total = sum(done.get() for _ in processes)
+    elapsed_s = time.perf_counter() - began
+    for process in processes:
+        process.join()
+    return total / elapsed_s
+
+
+def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
+    """The model inputs ``ecgd batch`` makes of ``inputs`` (its own prepare step)."""
+    from ecgd.batch.work import CommittedKeys, PreparedInput, WorkSettings, prepare_input
+    from ecgd.config import Config
+    from ecgd.model.manifest import load_manifest
+
+    config = Config()
+    settings = WorkSettings(config.window, config.qc, config.preprocess.mains_hz,
+                            config.limits.max_input_bytes, config.limits.max_input_samples,
+                            8, None)
+    analyzer = settings.analyzer(None, load_manifest(manifest))
+    windows: List[np.ndarray] = []
+    for path in inputs:
+        outcome = prepare_input(path, analyzer, settings, CommittedKeys([]))
+        assert isinstance(outcome, PreparedInput), outcome
+        windows += outcome.prepared.model_inputs()
+    return np.stack(windows)
+
+
+def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path, out: Path) -> float:
+    """Windows/s of the per-file script as a whole process."""
+    script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
+              "from baseline import BaselinePipeline\n"
+              "labels = Path(sys.argv[3]).read_text().splitlines()\n"
+              "pipeline = BaselinePipeline(Path(sys.argv[2]), labels)\n"
+              "out = Path(sys.argv[5]); out.mkdir()\n"
+              "for path in sorted(Path(sys.argv[4]).glob('*.npz')):\n"
+              "    pipeline.process(path, out)\n")
+    label_file = out.parent / "labels.txt"
+    label_file.write_text("\n".join(labels) + "\n")
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script, str(TOOLS), str(conv1d), str(label_file),
+                    str(inputs), str(out)], check=True)
+    return len(list(out.iterdir())) / (time.perf_counter() - began)
+
+
+def ecgd_batch(inputs: Path, out: Path, manifest: Path, extra: Sequence[str]) -> Dict[str, Any]:
+    """One whole ``ecgd batch`` process: windows/s and its ``batch_finished`` line."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "ecgd", "batch", str(inputs), "--out", str(out),
+               "--model", str(manifest), *extra]
+    began = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    elapsed_s = time.perf_counter() - began
+    if result.returncode != 0:
+        raise SystemExit(f"ecgd batch {' '.join(extra)} failed:\n{result.stderr}")
+    finished = [json.loads(line) for line in result.stderr.splitlines()
+                if line.startswith("{") and '"batch_finished"' in line][-1]
+    return {"windows_per_s": finished["windows"] / elapsed_s, "elapsed_s": elapsed_s,
+            "finished": finished}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="single-window recordings")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/ecgd-bench-batch"))
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--ray-nodes", type=int, nargs="*", default=[1, 2],
+                        help="local Ray cluster sizes to run (none: skip Ray)")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    splits: List[Tuple[int, int]] = sorted({(cores, 1), (1, cores)})
+
+    models = args.workdir / "models"
+    manifest = models / f"{MODEL_NAME}.json"
+    if not manifest.exists():
+        run_ecgd(["model", "build-reference", "--out", str(models), "--labels",
+                  str(args.shared / "ecgfounder" / "tasks.txt"), "--seed", "0"], args.workdir)
+    from baseline import write_conv1d_model
+    from ecgd.model.manifest import load_manifest
+
+    conv1d = models / "baseline-conv1d.onnx"
+    if not conv1d.exists():
+        write_conv1d_model(conv1d, seed=0)
+    inputs = args.workdir / f"inputs-{args.count}"
+    write_inputs(accepted_windows(args.shared), inputs, args.count)
+    input_paths = sorted(inputs.glob("*.npz"))
+    results: Dict[str, Any] = {"machine": machine_description(), "count": args.count}
+
+    windows = preprocessed(input_paths, manifest)
+    for workers, threads in splits:
+        for batch in args.batches:
+            _record(results, f"inference_only {workers}x{threads} batch {batch}",
+                    inference_only(manifest, windows, workers, threads, batch))
+    _record(results, "per_file_script", per_file_script(
+        conv1d, load_manifest(manifest).labels, inputs, args.workdir / "script-out"))
+    for workers, threads in splits:
+        _record(results, f"ecgd_batch {workers}x{threads}", ecgd_batch(
+            inputs, args.workdir / "batch-out", manifest,
+            ["--workers", str(workers), "--threads", str(threads), "--batch", "8"]))
+    for nodes in args.ray_nodes:
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": cores // nodes or 1, "include_dashboard": False})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=cores // nodes or 1)
+        cluster.wait_for_nodes()
+        try:
+            _record(results, f"ecgd_batch ray {nodes} nodes", ecgd_batch(
+                inputs, args.workdir / "ray-out", manifest,
+                ["--engine", "ray", "--address", cluster.address, "--batch", "8"]))
+        finally:
+            cluster.shutdown()
+    _print(results)
+    (args.workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _record(results: Dict[str, Any], name: str, value: Any) -> None:
+    """Keep a measurement and show it at once (a long run's partial results stay useful)."""
+    results[name] = value
+    print(f"{name}: {json.dumps(value)}", file=sys.stderr, flush=True)
+
+
+def _print(results: Dict[str, Any]) -> None:
+    rate = {name: (value["windows_per_s"] if isinstance(value, dict) else value)
+            for name, value in results.items() if name not in ("machine", "count")}
+    best_inference = max(v for k, v in rate.items() if k.startswith("inference_only"))
+    best_local = max(v for k, v in rate.items() if k.startswith("ecgd_batch ")
+                     and "ray" not in k)
+    print(f"machine: {json.dumps(results['machine'])}; {results['count']} recordings")
+    print(f"{'configuration':40} {'windows/s':>10} {'x inference':>12} {'x script':>9} "
+          f"{'x local':>8} {'worker peak RSS MB':>19}")
+    for name, value in rate.items():
+        rss = "-"
+        if isinstance(results[name], dict):
+            rss = str(results[name]["finished"].get("worker_peak_rss_mb"))
+        print(f"{name:40} {value:10.2f} {value / best_inference:12.2f} "
+              f"{value / rate['per_file_script']:9.2f} {value / best_local:8.2f} {rss:>19}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
