@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -798,13 +798,9 @@ def _long_input(shared_data: Path, folder: Path, minutes: int) -> Path:
     return path
 
 
-def test_an_input_over_the_sample_limit_is_failed_and_the_next_one_interpreted(
-        tmp_path, reference_manifest, daemons, shared_data) -> None:
-    """[limits] max_input_samples reaches the daemon's reader: a 20-minute input over a
-    lowered limit is failed with a reason naming the option, before it is interpreted; a 10-s
-    input dropped after it is interpreted, and the daemon keeps running."""
-    appliance = Appliance(tmp_path / "appliance", reference_manifest,
-                          "[limits]\nmax_input_samples = 1000000\n")
+def _failed_long_input_reason(tmp_path: Path, appliance: "Appliance", daemons: Any,
+                              shared_data: Path) -> Tuple[Any, str]:
+    """Start the daemon, drop a 20-minute input, wait for it in failed/; (daemon, reason)."""
     staging = tmp_path / "staging"
     staging.mkdir()
     long_input = _long_input(shared_data, staging, 20)
@@ -813,11 +809,22 @@ def test_an_input_over_the_sample_limit_is_failed_and_the_next_one_interpreted(
     appliance.drop(long_input)
     wait_for(lambda: f"{long_input.name}.error.json" in appliance.names_in(appliance.failed),
              120, "the long input failed")
+    error_file = appliance.failed / f"{long_input.name}.error.json"
+    return daemon, json.loads(error_file.read_text())["reason"]
+
+
+def test_an_input_over_the_sample_limit_is_failed_and_the_next_one_interpreted(
+        tmp_path, reference_manifest, daemons, shared_data) -> None:
+    """[limits] max_input_samples reaches the daemon's reader: a 20-minute input over a
+    lowered limit is failed with a reason naming the option, before it is interpreted; a 10-s
+    input dropped after it is interpreted, and the daemon keeps running."""
+    appliance = Appliance(tmp_path / "appliance", reference_manifest,
+                          "[limits]\nmax_input_samples = 1000000\n")
+    daemon, reason = _failed_long_input_reason(tmp_path, appliance, daemons, shared_data)
     appliance.drop(shared_data / "cinc2021" / "HR06004.mat")
     appliance.drop(shared_data / "cinc2021" / "HR06004.hea")
     wait_for(lambda: "HR06004.hea" in appliance.names_in(appliance.done), 120,
              "the short input done")
-    reason = json.loads((appliance.failed / f"{long_input.name}.error.json").read_text())["reason"]
     assert "[limits] max_input_samples" in reason
     assert [r["source"]["file"] for r in appliance.decrypted_reports()] == ["HR06004.hea"]
     assert daemon.process.poll() is None
@@ -830,15 +837,7 @@ def test_an_input_over_the_time_budget_is_failed_with_its_reason(
     daemon keeps pinging. (1 ms: reading and hashing 20 minutes of samples take longer.)"""
     appliance = Appliance(tmp_path / "appliance", reference_manifest,
                           "[limits]\ninput_time_budget_s = 0.001\n")
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    long_input = _long_input(shared_data, staging, 20)
-    daemon = daemons(appliance)
-    daemon.wait_ready()
-    appliance.drop(long_input)
-    wait_for(lambda: f"{long_input.name}.error.json" in appliance.names_in(appliance.failed),
-             120, "the long input failed")
-    reason = json.loads((appliance.failed / f"{long_input.name}.error.json").read_text())["reason"]
+    daemon, reason = _failed_long_input_reason(tmp_path, appliance, daemons, shared_data)
     assert "time budget of 0.001 s ([limits] input_time_budget_s)" in reason
     assert appliance.report_files() == []
     pings = daemon.notify.count("WATCHDOG")
