@@ -83,7 +83,8 @@ def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
     from ecgd.model.manifest import load_manifest
 
     config = Config()
-    settings = WorkSettings(config.window, config.qc, config.preprocess.mains_hz,
+    settings = WorkSettings(config.window, config.qc, config.measurements,
+                            config.preprocess.mains_hz,
                             config.limits.max_input_bytes, config.limits.max_input_samples,
                             8, None)
     analyzer = settings.analyzer(None, load_manifest(manifest))

@@ -4,7 +4,8 @@ A window row is the window's report (``Analyzer.finish``, as the daemon and ``ec
 build it) flattened: nested fields joined with ``_`` (``qc.status`` -> ``qc_status``), the
 150 findings as one probability column per label (``prob_<label>``, in the manifest's label
 order; null when QC rejected the window) plus ``findings_above_threshold`` (the labels at or
-above their threshold, most probable first). Three report fields differ: ``source.file`` (an
+above their threshold, most probable first); ``measurements.unmeasured`` becomes one reason
+column per measurement (``measurements_unmeasured_pr_ms``), null where it was measured. Three report fields differ: ``source.file`` (an
 input name may hold a patient identifier, and these files are not sealed) becomes
 ``source_name_hash``, the hash the daemon's logs show for a name; ``host`` (the Pi's thermal
 state) and ``waveform`` (the window's samples, tens of kB a row, which the archive's
@@ -21,6 +22,7 @@ import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ecgd.errors import BatchError
+from ecgd.signal.chain import MEASUREMENT_FIELDS
 
 FORMATS = ("parquet", "jsonl")
 FILE_SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl"}
@@ -48,9 +50,21 @@ REPORT_COLUMNS: Tuple[Tuple[str, str], ...] = (
     ("qc_status", "string"),
     ("qc_score", "float64"),
     ("qc_reasons", "list<string>"),
+    ("qc_saturation_rule", "string"),
     ("measurements_heart_rate_bpm", "float64"),
     ("measurements_rr_ms", "list<float64>"),
     ("measurements_rr_irregularity", "float64"),
+    ("measurements_r_peaks_ms", "list<float64>"),
+    ("measurements_pr_ms", "float64"),
+    ("measurements_qrs_ms", "float64"),
+    ("measurements_qt_ms", "float64"),
+    ("measurements_qtc_ms", "float64"),
+    ("measurements_qtc_formula", "string"),
+    ("measurements_p_axis_deg", "float64"),
+    ("measurements_qrs_axis_deg", "float64"),
+    ("measurements_t_axis_deg", "float64"),
+) + tuple((f"measurements_unmeasured_{name}", "string") for name in MEASUREMENT_FIELDS) + (
+    ("model_not_run", "list<string>"),
     ("model_name", "string"),
     ("model_sha256", "string"),
     ("model_precision", "string"),
@@ -107,7 +121,7 @@ def window_row(report: Mapping[str, Any], name_hash: str, labels: Sequence[str])
     probability = {f["label"]: f["probability"] for f in findings}
     row = [flat.get(name) for name, _ in REPORT_COLUMNS]
     for key in ("window_leads_derived", "window_leads_missing", "qc_reasons",
-                "measurements_rr_ms"):
+                "measurements_rr_ms", "measurements_r_peaks_ms", "model_not_run"):
         index = _REPORT_INDEX[key]
         row[index] = list(row[index] or [])
     return row + [probability.get(label) for label in labels]

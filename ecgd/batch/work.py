@@ -22,7 +22,7 @@ import numpy as np
 
 from ecgd import __version__
 from ecgd.batch.table import Row, error_row, window_row
-from ecgd.config import QcConfig, WindowConfig
+from ecgd.config import MeasurementConfig, QcConfig, WindowConfig
 from ecgd.errors import EcgdError, RecordError
 from ecgd.model.manifest import Manifest
 from ecgd.model.session import ModelSession
@@ -42,6 +42,7 @@ class WorkSettings:
 
     window: WindowConfig
     qc: QcConfig
+    measurement: MeasurementConfig
     mains_hz: int
     max_input_bytes: int
     max_input_samples: int
@@ -53,7 +54,7 @@ class WorkSettings:
         """The Analyzer the daemon would build with these settings, without the report's
         waveform (the archive keeps the recordings; see ecgd.batch.table)."""
         return Analyzer(session, self.window, self.qc, self.mains_hz, self.batch_max,
-                        keep_waveform=False, manifest=manifest)
+                        measurement=self.measurement, keep_waveform=False, manifest=manifest)
 
 
 @dataclasses.dataclass

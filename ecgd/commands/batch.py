@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     sources = [_source_folder(path) for path in args.sources]
     require_format(args.format)
     config = load_config(args.config) if args.config else Config()
-    settings = WorkSettings(config.window, config.qc, config.preprocess.mains_hz,
+    settings = WorkSettings(config.window, config.qc, config.measurements,
+                            config.preprocess.mains_hz,
                             config.limits.max_input_bytes, config.limits.max_input_samples,
                             args.batch,
                             configured_pseudonym_key(config, args.config is not None))
