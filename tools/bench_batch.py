@@ -107,6 +107,7 @@ def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path, out: Path
               "    pipeline.process(path, out)\n")
     label_file = out.parent / "labels.txt"
     label_file.write_text("\n".join(labels) + "\n")
+    shutil.rmtree(out, ignore_errors=True)  # a run before this one in the same --workdir
     began = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(TOOLS), str(conv1d), str(label_file),
                     str(inputs), str(out)], check=True)
