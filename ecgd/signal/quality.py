@@ -253,17 +253,31 @@ def _rate_factor(r_peaks: np.ndarray, fs_hz: float) -> float:
 def _beat_agreement(lead_envelopes: np.ndarray, r_peaks: np.ndarray,
                     fs_hz: float) -> np.ndarray:
     """Per lead, bSQI: the beats the lead shows on its own that the all-lead detector also
-    found, over all beats either found (matched / (lead + all - matched), within 150 ms)."""
+    found, over all beats either found (matched / (lead + all - matched), within 150 ms).
+
+    Every lead's peaks come from one find_peaks call (a Python call per lead cost more than
+    the search itself): the leads are laid end to end with ``distance`` NaN samples between
+    them. A NaN neighbour is never below a sample (comparisons with NaN are false), so a
+    lead's first and last samples stay non-peaks exactly as at the ends of its own array,
+    and peaks of different leads lie at least ``distance`` apart, so the distance rule never
+    weighs one lead's peak against another's: the same peaks as a call per lead.
+    """
+    n_leads, n = lead_envelopes.shape
+    agreement = np.zeros(n_leads)
+    if r_peaks.size == 0:
+        return agreement
     distance = max(1, int(round(REFRACTORY_S * fs_hz)))
-    tolerance = BSQI_TOLERANCE_S * fs_hz
-    agreement = np.zeros(lead_envelopes.shape[0])
-    for lead, envelope in enumerate(lead_envelopes):
-        own, _ = signal.find_peaks(envelope, height=BSQI_LEAD_PEAK_LEVEL, distance=distance)
-        if own.size == 0 or r_peaks.size == 0:
-            continue
-        nearest = np.abs(own[:, np.newaxis] - r_peaks[np.newaxis, :]).min(axis=1)
-        matched = int(np.count_nonzero(nearest <= tolerance))
-        agreement[lead] = matched / (own.size + r_peaks.size - matched)
+    stride = n + distance
+    laid_out = np.full(n_leads * stride, np.nan)
+    laid_out.reshape(n_leads, stride)[:, :n] = lead_envelopes
+    peaks, _ = signal.find_peaks(laid_out, height=BSQI_LEAD_PEAK_LEVEL, distance=distance)
+    lead_of_peak = peaks // stride
+    nearest = np.abs((peaks % stride)[:, np.newaxis] - r_peaks[np.newaxis, :]).min(axis=1)
+    own = np.bincount(lead_of_peak, minlength=n_leads)
+    matched = np.bincount(lead_of_peak, weights=nearest <= BSQI_TOLERANCE_S * fs_hz,
+                          minlength=n_leads)
+    found = own > 0
+    agreement[found] = matched[found] / (own[found] + r_peaks.size - matched[found])
     return agreement
 
 
