@@ -1,22 +1,28 @@
 """The Ray engine: the same work as a Ray Data pipeline, from a laptop to a cluster.
 
-    paths ─ from_items ─▶ map_batches(prepare_paths)      tasks: key, skip, read, QC, preprocess
-                        ─▶ map_batches(ModelActor, N)       actors: one ORT session each,
-                                                            batched inference, rows
+    paths ─ from_items ─▶ map_batches(ModelActor, N)   actors: one ORT session each; per
+                                                       call key, skip, read, QC, preprocess
+                                                       and batched inference of a block of
+                                                       paths, then rows
                         ─▶ iter_batches, in this process ─▶ Committer (ledger + shards)
 
 Only the address changes between a laptop and a cluster. Writing stays in this (driver)
 process: it is the ledger's single committer, so exactly-once holds whatever Ray retries
 (Ray Data restarts a killed actor and re-runs its task; a result whose key is committed or
 pending already is dropped). Results are small (about 2 KB a window). The inputs are read
-by the tasks: on a cluster the SOURCE folders must be mounted at the same paths on every
+by the actors: on a cluster the SOURCE folders must be mounted at the same paths on every
 node. The model reaches the actors as the verified file's bytes through the object store
 (read once here); each actor hashes them again in memory (~0.1 s, no disk) before use,
 because they crossed the network.
 
-Logical CPUs: a model actor asks for ``0.75 x threads`` CPUs and a prepare task for 0.25, so
-the default of one actor per ``threads`` CPUs leaves a quarter of the cluster for reading and
-preparing (about the share of CPU time they take next to FP32 inference).
+Why one stage, as the local engine's workers do it: a separate prepare stage (tasks of a
+quarter CPU feeding the actors) ran at 0.40x the local engine on one 2-CPU node. Every
+task built its own analyzer and paid Ray's per-task cost, the prepared windows (240 KB each)
+went through the object store between the stages, and the CPU split between the stages was
+a guess. Fused, only paths go in and rows come out, every actor's CPU does all the work of
+its inputs, and a node's actors still scale with its CPUs. ``PATHS_PER_CALL`` batches of the
+model's batch size go to an actor per call, so Ray's per-call cost is shared by that many
+inputs.
 """
 from __future__ import annotations
 
@@ -30,48 +36,41 @@ import numpy as np
 from ecgd.batch.local import EngineStats, peak_rss_mb
 from ecgd.batch.progress import Progress
 from ecgd.batch.run import Committer
-from ecgd.batch.work import (CommittedKeys, PreparedInput, WorkSettings, finish_inputs,
-                             prepare_input, refused_input)
+from ecgd.batch.work import CommittedKeys, WorkSettings, analyse_inputs, refused_input
 from ecgd.errors import BatchError
 from ecgd.model.manifest import Manifest
 from ecgd.model.session import VerifiedModel, start_from_bytes
 from ecgd.records.companions import FoundRecording
 
-ACTOR_CPU_SHARE = 0.75
-PREPARE_CPUS = 0.25
-
-
-def prepare_paths(batch: Dict[str, np.ndarray], manifest: Manifest, settings: WorkSettings,
-                  committed: CommittedKeys) -> Dict[str, np.ndarray]:
-    """Ray Data stage 1 (a task): each path's prepared input or final result, pickled."""
-    from pathlib import Path
-
-    analyzer = settings.analyzer(None, manifest)
-    outcomes = [pickle.dumps(prepare_input(Path(path), analyzer, settings, committed),
-                             protocol=5) for path in batch["path"]]
-    return {"outcome": np.array(outcomes, dtype=object)}
+# Model batches per actor call: Ray's per-call cost (scheduling, a block through the object
+# store, a result batch to the driver) shared by this many inputs, while a killed actor
+# redoes at most this much work.
+PATHS_PER_CALL = 4
 
 
 class ModelActor:
-    """Ray Data stage 2 (an actor pool): one ONNX Runtime session, batched inference."""
+    """The Ray Data stage (an actor pool): one ONNX Runtime session; each call reads,
+    prepares and infers a block of paths, in batches of the model's batch size."""
 
     def __init__(self, manifest: Manifest, model: Any, settings: WorkSettings,
-                 threads: int) -> None:
+                 committed: CommittedKeys, threads: int) -> None:
         import ray
 
         onnx_bytes = ray.get(model) if isinstance(model, ray.ObjectRef) else model
         self._analyzer = settings.analyzer(start_from_bytes(manifest, onnx_bytes, threads))
         del onnx_bytes  # ORT holds its own copy of the weights
+        self._settings = settings
+        self._committed = committed
         self._pid = os.getpid()
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        outcomes = [pickle.loads(item) for item in batch["outcome"]]
-        finished = iter(finish_inputs(self._analyzer, [outcome for outcome in outcomes
-                                                       if isinstance(outcome, PreparedInput)]))
-        results = [next(finished) if isinstance(outcome, PreparedInput) else outcome
-                   for outcome in outcomes]
+        from pathlib import Path
+
+        results = analyse_inputs([Path(path) for path in batch["path"]], self._analyzer,
+                                 self._settings, self._committed)
         count = len(results)
-        return {"result": np.array([pickle.dumps(result) for result in results], dtype=object),
+        return {"result": np.array([pickle.dumps(result, protocol=5) for result in results],
+                                   dtype=object),
                 "pid": np.full(count, self._pid), "peak_rss_mb": np.full(count, peak_rss_mb())}
 
 
@@ -135,17 +134,16 @@ class RayEngine:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         manifest = self._verified.manifest
         model_ref = ray.put(self._verified.read_bytes())
-        batch = self._settings.batch_max
-        dataset = ray.data.from_items([{"path": path} for path in paths])
+        paths_per_call = PATHS_PER_CALL * self._settings.batch_max
+        dataset = ray.data.from_items([{"path": path} for path in paths],
+                                      override_num_blocks=max(1, -(-len(paths)
+                                                                   // paths_per_call)))
         dataset = dataset.map_batches(
-            prepare_paths, batch_size=batch, num_cpus=PREPARE_CPUS,
-            fn_kwargs={"manifest": manifest, "settings": self._settings,
-                       "committed": self._committed})
-        dataset = dataset.map_batches(
-            ModelActor, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=ACTOR_CPU_SHARE * self._threads,
+            ModelActor, batch_size=paths_per_call,
+            compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=self._threads,
             fn_constructor_kwargs={"manifest": manifest, "model": model_ref,
-                                   "settings": self._settings, "threads": self._threads})
+                                   "settings": self._settings, "committed": self._committed,
+                                   "threads": self._threads})
         peak_by_pid: Dict[int, float] = {}
         for output in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for item in output["result"]:

@@ -195,6 +195,33 @@ def finish_inputs(analyzer: Analyzer, items: Sequence[PreparedInput]) -> List[In
     return results
 
 
+def analyse_inputs(paths: Sequence[Path], analyzer: Analyzer, settings: WorkSettings,
+                   committed: CommittedKeys) -> List[InputResult]:
+    """Prepare each of ``paths`` and infer their windows in batches of ``settings.batch_max``
+    windows; one result per path, in order. At most one batch of prepared windows (plus the
+    input being prepared) waits at a time."""
+    outcomes: List[Union[InputResult, PreparedInput]] = []
+    waiting_windows = 0
+    for path in paths:
+        outcome = prepare_input(path, analyzer, settings, committed)
+        outcomes.append(outcome)
+        if isinstance(outcome, PreparedInput):
+            waiting_windows += len(outcome.prepared.model_inputs())
+        if waiting_windows >= settings.batch_max:
+            outcomes, waiting_windows = _finish_waiting(analyzer, outcomes), 0
+    return [outcome for outcome in _finish_waiting(analyzer, outcomes)
+            if isinstance(outcome, InputResult)]
+
+
+def _finish_waiting(analyzer: Analyzer, outcomes: List[Union[InputResult, PreparedInput]]
+                    ) -> List[Union[InputResult, PreparedInput]]:
+    """``outcomes`` with every prepared input replaced by its finished result."""
+    finished = iter(finish_inputs(analyzer, [outcome for outcome in outcomes
+                                             if isinstance(outcome, PreparedInput)]))
+    return [next(finished) if isinstance(outcome, PreparedInput) else outcome
+            for outcome in outcomes]
+
+
 def failed_input(path: Path, key: str, name_hash: str, reason: str) -> InputResult:
     """An error result whose reason names the input only by its hash."""
     digest = key[len(CONTENT_PREFIX):] if key.startswith(CONTENT_PREFIX) else None
