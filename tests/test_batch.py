@@ -263,3 +263,42 @@ def test_ctrl_c_leaves_a_run_that_resumes(tmp_path, shared_data, tiny_manifest) 
     again = run_batch(*args)
     assert again.returncode == 0, again.stderr
     assert_exactly_once(run_folder(out), count)
+
+
+def test_analyse_inputs_keeps_order_and_batches_across_inputs(tmp_path, shared_data,
+                                                              tiny_manifest) -> None:
+    """The Ray actors' per-call work gives one result per path in the paths' order (errors
+    and skips between prepared inputs), the same rows as each input finished on its own."""
+    from ecgd.batch.table import window_columns
+    from ecgd.batch.work import (ERROR, SKIPPED, WINDOWS, CommittedKeys, WorkSettings,
+                                 analyse_inputs, finish_inputs, input_key, prepare_input)
+    from ecgd.config import Config
+    from ecgd.model.session import ModelSession
+
+    good = write_window_archive(shared_data, tmp_path / "in", 4)
+    bad = tmp_path / "in" / "notes.txt"
+    bad.write_text("not an ECG\n")
+    config = Config()
+    settings = WorkSettings(config.window, config.qc, config.measurements,
+                            config.preprocess.mains_hz, config.limits.max_input_bytes,
+                            config.limits.max_input_samples, 3, None)
+    analyzer = settings.analyzer(ModelSession.open(tiny_manifest, 1))
+    committed = CommittedKeys([input_key(good[3], settings)])
+    paths = [good[0], bad, good[1], good[2], good[3]]
+
+    results = analyse_inputs(paths, analyzer, settings, committed)
+
+    assert [result.outcome for result in results] == [WINDOWS, ERROR, WINDOWS, WINDOWS,
+                                                      SKIPPED]
+    assert [result.key for result in results] == [input_key(path, settings) for path in paths]
+    names = [name for name, _ in window_columns(analyzer.manifest.labels)]
+    for path, result in zip([good[0], good[1], good[2]], [results[0], results[2], results[3]]):
+        alone, = finish_inputs(analyzer, [prepare_input(path, analyzer, settings, committed)])
+        batched_rows = [dict(zip(names, row)) for row in result.window_rows]
+        alone_rows = [dict(zip(names, row)) for row in alone.window_rows]
+        assert [row["report_id"] for row in batched_rows] == \
+            [row["report_id"] for row in alone_rows]
+        for row, alone_row in zip(batched_rows, alone_rows):
+            probabilities = [name for name in names if name.startswith("prob_")]
+            assert probabilities and row[probabilities[0]] is not None
+            assert max(abs(row[name] - alone_row[name]) for name in probabilities) <= 1e-6
