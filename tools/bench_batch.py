@@ -16,6 +16,13 @@ Measured, all on the cores this process may use, windows per second of wall time
 Absolute numbers on a shared machine are noise; the ratios measured in the same run are the
 finding. Each ``ecgd batch`` run reports its workers' peak RSS (the ``batch_finished`` line).
 
+Besides windows/s of wall time, every configuration reports the CPU time it cost, in core-ms
+per window: every process it ran (``ecgd batch`` and its workers, the script, Ray's own
+processes and actors) counted from /proc and the reaped children's rusage. On a machine
+others load, wall time measures the share of the cores a run got; CPU time still measures
+the work, so the core-ms ratios are the ones to compare between runs. Inference only counts
+its steady state (session start excluded), ``ecgd batch`` and the script the whole process.
+
     python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch]
 """
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,14 +59,42 @@ def _infer_worker(manifest: str, windows: np.ndarray, threads: int, batch: int,
     session = ModelSession.open(Path(manifest), threads)
     session.predict_logits(windows[:batch])  # the first run allocates
     start.wait()
+    began_cpu_s = time.process_time()
     for first in range(0, len(windows), batch):
         session.predict_logits(windows[first:first + batch])
-    done.put(len(windows))
+    done.put((len(windows), time.process_time() - began_cpu_s))
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds used so far by every process this one started: the reaped ones (rusage)
+    and the live descendants, with what they reaped (Ray's raylet reaps its workers)."""
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total_s = reaped.ru_utime + reaped.ru_stime
+    parents: Dict[int, List[int]] = {}
+    ticks: Dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        pid = int(entry.name)
+        parents.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    hz = os.sysconf("SC_CLK_TCK")
+    pending = list(parents.get(os.getpid(), []))
+    while pending:
+        pid = pending.pop()
+        total_s += ticks.get(pid, 0) / hz
+        pending += parents.get(pid, [])
+    return total_s
 
 
 def inference_only(manifest: Path, windows: np.ndarray, workers: int, threads: int,
-                   batch: int) -> float:
-    """Windows/s of ``workers`` processes each inferring its share of ``windows``."""
+                   batch: int) -> Dict[str, float]:
+    """Windows/s of ``workers`` processes each inferring its share of ``windows``, and
+    their CPU core-ms per window."""
     context = multiprocessing.get_context("spawn")
     start, done = context.Barrier(workers + 1), context.Queue()
     shares = np.array_split(windows, workers)
@@ -69,11 +105,13 @@ def inference_only(manifest: Path, windows: np.ndarray, workers: int, threads: i
         process.start()
     start.wait()
     began = time.perf_counter()
-    total = sum(done.get() for _ in processes)
+    shares_done = [done.get() for _ in processes]
     elapsed_s = time.perf_counter() - began
     for process in processes:
         process.join()
-    return total / elapsed_s
+    total = sum(count for count, _ in shares_done)
+    return {"windows_per_s": total / elapsed_s,
+            "core_ms_per_window": 1000.0 * sum(cpu_s for _, cpu_s in shares_done) / total}
 
 
 def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
@@ -96,8 +134,9 @@ def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
     return np.stack(windows)
 
 
-def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path, out: Path) -> float:
-    """Windows/s of the per-file script as a whole process."""
+def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path,
+                    out: Path) -> Dict[str, float]:
+    """Windows/s of the per-file script as a whole process, and its core-ms per window."""
     script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1])\n"
               "from baseline import BaselinePipeline\n"
               "labels = Path(sys.argv[3]).read_text().splitlines()\n"
@@ -108,10 +147,12 @@ def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path, out: Path
     label_file = out.parent / "labels.txt"
     label_file.write_text("\n".join(labels) + "\n")
     shutil.rmtree(out, ignore_errors=True)  # a run before this one in the same --workdir
-    began = time.perf_counter()
+    began, began_cpu_s = time.perf_counter(), tree_cpu_s()
     subprocess.run([sys.executable, "-c", script, str(TOOLS), str(conv1d), str(label_file),
                     str(inputs), str(out)], check=True)
-    return len(list(out.iterdir())) / (time.perf_counter() - began)
+    elapsed_s, cpu_s = time.perf_counter() - began, tree_cpu_s() - began_cpu_s
+    windows = len(list(out.iterdir()))
+    return {"windows_per_s": windows / elapsed_s, "core_ms_per_window": 1000.0 * cpu_s / windows}
 
 
 def ecgd_batch(inputs: Path, out: Path, manifest: Path, extra: Sequence[str]) -> Dict[str, Any]:
@@ -119,15 +160,15 @@ def ecgd_batch(inputs: Path, out: Path, manifest: Path, extra: Sequence[str]) ->
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "ecgd", "batch", str(inputs), "--out", str(out),
                "--model", str(manifest), *extra]
-    began = time.perf_counter()
+    began, began_cpu_s = time.perf_counter(), tree_cpu_s()
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    elapsed_s = time.perf_counter() - began
+    elapsed_s, cpu_s = time.perf_counter() - began, tree_cpu_s() - began_cpu_s
     if result.returncode != 0:
         raise SystemExit(f"ecgd batch {' '.join(extra)} failed:\n{result.stderr}")
     finished = [json.loads(line) for line in result.stderr.splitlines()
                 if line.startswith("{") and '"batch_finished"' in line][-1]
     return {"windows_per_s": finished["windows"] / elapsed_s, "elapsed_s": elapsed_s,
-            "finished": finished}
+            "core_ms_per_window": 1000.0 * cpu_s / finished["windows"], "finished": finished}
 
 
 def main() -> int:
@@ -196,20 +237,26 @@ def _record(results: Dict[str, Any], name: str, value: Any) -> None:
 
 
 def _print(results: Dict[str, Any]) -> None:
-    rate = {name: (value["windows_per_s"] if isinstance(value, dict) else value)
-            for name, value in results.items() if name not in ("machine", "count")}
+    runs = {name: value for name, value in results.items() if name not in ("machine", "count")}
+    rate = {name: value["windows_per_s"] for name, value in runs.items()}
+    cost = {name: value["core_ms_per_window"] for name, value in runs.items()}
     best_inference = max(v for k, v in rate.items() if k.startswith("inference_only"))
-    best_local = max(v for k, v in rate.items() if k.startswith("ecgd_batch ")
-                     and "ray" not in k)
+    cheapest_inference = min(v for k, v in cost.items() if k.startswith("inference_only"))
+    local = [k for k in rate if k.startswith("ecgd_batch ") and "ray" not in k]
+    best_local = max(rate[k] for k in local)
+    cheapest_local = min(cost[k] for k in local)
     print(f"machine: {json.dumps(results['machine'])}; {results['count']} recordings")
-    print(f"{'configuration':40} {'windows/s':>10} {'x inference':>12} {'x script':>9} "
-          f"{'x local':>8} {'worker peak RSS MB':>19}")
-    for name, value in rate.items():
+    print(f"{'configuration':32} {'windows/s':>9} {'x infer':>8} {'x script':>9} "
+          f"{'x local':>8} {'core-ms/w':>10} {'infer/cost':>10} {'local/cost':>10} "
+          f"{'worker peak RSS MB':>19}")
+    for name in runs:
         rss = "-"
-        if isinstance(results[name], dict):
-            rss = str(results[name]["finished"].get("worker_peak_rss_mb"))
-        print(f"{name:40} {value:10.2f} {value / best_inference:12.2f} "
-              f"{value / rate['per_file_script']:9.2f} {value / best_local:8.2f} {rss:>19}")
+        if "finished" in runs[name]:
+            rss = str(runs[name]["finished"].get("worker_peak_rss_mb"))
+        print(f"{name:32} {rate[name]:9.2f} {rate[name] / best_inference:8.2f} "
+              f"{rate[name] / rate['per_file_script']:9.2f} {rate[name] / best_local:8.2f} "
+              f"{cost[name]:10.1f} {cheapest_inference / cost[name]:10.2f} "
+              f"{cheapest_local / cost[name]:10.2f} {rss:>19}")
 
 
 if __name__ == "__main__":
