@@ -13,6 +13,10 @@ Measured, all on the cores this process may use, windows per second of wall time
 * ``ecgd batch --engine ray`` on a local Ray cluster of ``--ray-nodes`` node processes
   (cluster start-up excluded: a cluster outlives one batch).
 
+``--stages N`` first prints where a batch window's CPU time goes, stage by stage, on the first
+N inputs in this process (the same calls a worker makes, each timed on its own; core-ms per
+window), then exits.
+
 Absolute numbers on a shared machine are noise; the ratios measured in the same run are the
 finding. Each ``ecgd batch`` run reports its workers' peak RSS (the ``batch_finished`` line).
 
@@ -28,6 +32,7 @@ its steady state (session start excluded), ``ecgd batch`` and the script the who
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import multiprocessing
 import os
@@ -134,6 +139,69 @@ def preprocessed(inputs: Sequence[Path], manifest: Path) -> np.ndarray:
     return np.stack(windows)
 
 
+def stage_costs(inputs: Sequence[Path], manifest: Path, batch: int) -> Dict[str, float]:
+    """Core-ms per window of each stage a batch worker runs, on one thread, in this process:
+    keying (content hash), reading, the signal chain's stages one by one, the whole prepare
+    step as the worker runs it, batched inference, reports and rows."""
+    from ecgd.batch.table import window_row
+    from ecgd.batch.work import WorkSettings, input_name_hash, readable_digest
+    from ecgd.config import Config
+    from ecgd.model.session import ModelSession
+    from ecgd.pipeline import file_source
+    from ecgd.records.reader import read_recording
+    from ecgd.signal.beats import detect_beats
+    from ecgd.signal.chain import WindowLayout, cut_window
+    from ecgd.signal.quality import assess_window
+
+    config = Config()
+    settings = WorkSettings(config.window, config.qc, config.measurements,
+                            config.preprocess.mains_hz, config.limits.max_input_bytes,
+                            config.limits.max_input_samples, batch, None)
+    analyzer = settings.analyzer(ModelSession.open(manifest, 1))
+    chain = analyzer.chain
+    cpu_s: Dict[str, float] = collections.defaultdict(float)
+
+    def timed(stage: str, call: Any) -> Any:
+        began_s = time.process_time()
+        result = call()
+        cpu_s[stage] += time.process_time() - began_s
+        return result
+
+    prepared = []
+    for path in inputs:
+        name_hash = timed("key (content hash)", lambda: input_name_hash(path, settings))
+        digest = timed("key (content hash)",
+                       lambda: readable_digest(path, settings.max_input_bytes))
+        recording = timed("read", lambda: read_recording(path, settings.max_input_bytes,
+                                                         settings.max_input_samples))
+        layout = WindowLayout.of(recording, analyzer.manifest.lead_names)
+        cut = timed("cut + resample", lambda: cut_window(recording, layout, 0,
+                                                        analyzer.window_samples,
+                                                        analyzer.manifest.fs_hz))
+        beats = timed("beats", lambda: detect_beats(cut.context_mv, cut.fs_hz))
+        inside = (beats.r_peaks >= cut.offset) & (beats.r_peaks < cut.offset + cut.n)
+        r_peaks = beats.r_peaks[inside] - cut.offset
+        model_view = timed("preprocessing", lambda: chain.preprocess(cut.window_mv))
+        timed("qc", lambda: assess_window(
+            cut.window_mv, cut.fs_hz, cut.names, chain.qc, mains_hz=chain.mains_hz,
+            r_peaks=r_peaks, raw_mv=cut.raw_mv, raw_fs_hz=cut.raw_fs_hz, at_rails=cut.at_rails,
+            model_view=model_view,
+            lead_envelopes=beats.lead_envelopes[:, cut.offset:cut.offset + cut.n]))
+        timed("intervals", lambda: chain.measure(cut.window_mv, r_peaks, cut.names, cut.fs_hz))
+        prepared.append((name_hash, timed("prepare, as the worker runs it", lambda: (
+            analyzer.prepare(recording, file_source(path.name, recording.format,
+                                                    digest or ""), None)))))
+    for first in range(0, len(prepared), batch):
+        group = prepared[first:first + batch]
+        inferred = timed("inference", lambda: analyzer.infer_recordings(
+            [item for _, item in group]))
+        for (name_hash, item), (logits, inference_ms) in zip(group, inferred):
+            timed("reports + rows", lambda: [
+                window_row(report, name_hash, analyzer.manifest.labels)
+                for report in analyzer.finish(item, logits, inference_ms)])
+    return {stage: 1000.0 * seconds / len(inputs) for stage, seconds in cpu_s.items()}
+
+
 def per_file_script(conv1d: Path, labels: Sequence[str], inputs: Path,
                     out: Path) -> Dict[str, float]:
     """Windows/s of the per-file script as a whole process, and its core-ms per window."""
@@ -180,6 +248,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--ray-nodes", type=int, nargs="*", default=[1, 2],
                         help="local Ray cluster sizes to run (none: skip Ray)")
+    parser.add_argument("--stages", type=int, metavar="N",
+                        help="only print each stage's core-ms per window on N inputs")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     splits: List[Tuple[int, int]] = sorted({(cores, 1), (1, cores)})
@@ -198,6 +268,12 @@ def main() -> int:
     inputs = args.workdir / f"inputs-{args.count}"
     write_inputs(accepted_windows(args.shared), inputs, args.count)
     input_paths = sorted(inputs.glob("*.npz"))
+    if args.stages:
+        costs = stage_costs(input_paths[:args.stages], manifest, max(args.batches))
+        print(f"machine: {json.dumps(machine_description())}; {args.stages} recordings")
+        for stage, core_ms in costs.items():
+            print(f"{stage:32} {core_ms:8.2f} core-ms per window")
+        return 0
     results: Dict[str, Any] = {"machine": machine_description(), "count": args.count}
 
     windows = preprocessed(input_paths, manifest)
