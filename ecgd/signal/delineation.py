@@ -3,21 +3,24 @@
 What every resting-ECG program prints (GE 12SL, Philips DXL, Glasgow): PR, QRS duration, QT,
 QTc and the P, QRS and T axes, measured once per window on a representative beat:
 
-1. The window is band-passed (0.5-40 Hz, zero-phase). The dominant beats (RR within 20 % of
-   the median, not cut by the window's edges) are aligned on their R peaks and the median
-   of each lead over them is the median beat; ectopic beats and noise spikes drop out.
+1. The dominant beats (RR within 20 % of the median, not cut by the window's edges) are
+   aligned on their R peaks. Baseline wander is taken out as resting-ECG programs do: a
+   line through the isoelectric PR segment of consecutive beats (knots) is subtracted.
+   The median of each lead over the beats, low-passed at 40 Hz, is the median beat;
+   ectopic beats and noise spikes drop out.
 2. Boundaries are global, from all leads at once, as the IEC 60601-2-25 measurement rules
    define them (earliest onset, latest offset in any lead): the spatial velocity
    ``sqrt(sum over leads of (dx/dt)^2)`` rises above its isoelectric level at an onset and
    falls back to it at an offset. QRS onset and offset are where it crosses
    ``_QRS_EDGE_FRACTION`` of the QRS peak velocity, searched outward from the R peak.
 3. The T wave is the largest spatial amplitude between the QRS end and the next beat; its end
-   is where the spatial velocity after the T peak falls to ``_T_EDGE_FRACTION`` of its
-   steepest descent (a threshold version of the tangent method, robust to flat T waves).
-4. The P wave is the largest spatial amplitude in the 300 ms before the QRS (limited by the
-   previous T wave); it is taken as a P wave only when it stands ``_P_MIN_SNR`` times above the
-   isoelectric noise of the median beat, so atrial fibrillation (no consistent P) gives no PR.
-   Its onset is where the spatial velocity falls to ``_P_EDGE_FRACTION`` of its peak.
+   is where the tangent at the steepest descent of the spatial amplitude after the T peak
+   meets the lowest level reached before the next beat (the tangent method).
+4. The P wave is the largest spatial amplitude in the 300 ms before the QRS. It is taken as
+   a P wave only when it is at least ``_P_MIN_MV`` and every beat shows the same wave there
+   (``_P_MIN_CONSISTENCY``), so atrial fibrillation and flutter give no PR. Its onset is
+   where the spatial velocity, smoothed over ``_P_SMOOTH_S`` so that noise does not carry a
+   small P's onset away, falls to ``_P_EDGE_FRACTION`` of its steepest rise.
 5. Axes are the angle of the net area of the wave in leads I and aVF (hexaxial system,
    aVF = (sqrt(3)/2) E sin(angle)), over the wave's global boundaries.
 
@@ -31,13 +34,13 @@ import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import signal
+from scipy import ndimage, signal
 
-from ecgd.signal.preprocess import ZeroPhaseFilter, row_means
+from ecgd.signal.preprocess import ZeroPhaseFilter
 
 QTC_FORMULAS = ("fridericia", "bazett")
 
-_BAND_HZ = (0.5, 40.0)
+_LOWPASS_HZ = 40.0
 _BEFORE_R_S = 0.40       # median beat from 400 ms before the R peak ...
 _AFTER_R_S = 0.70        # ... to 700 ms after it (cut earlier at fast rates)
 _DOMINANT_RR_TOLERANCE = 0.2
@@ -49,11 +52,13 @@ _TANGENT_SMOOTH_S = 0.02
 _T_PEAK_RR_FRACTION = 0.6  # the T peak lies within 60 % of the RR interval after the R peak
 _T_PEAK_MAX_S = 0.5
 _T_END_SEARCH_S = 0.3      # and the T wave ends within 300 ms of its peak
+_T_MIN_MV = 0.05           # spatial amplitude of the T wave above the level after it
 _P_WINDOW_S = 0.30
 _P_GAP_S = 0.02          # the P peak is at least 20 ms before the QRS onset
-_P_EDGE_FRACTION = 0.25
+_P_EDGE_FRACTION = 0.35
+_P_SMOOTH_S = 0.02       # P onset on the velocity of a 20-ms moving average
 _P_MIN_MV = 0.05         # spatial amplitude of the median beat's P wave
-_P_MIN_CONSISTENCY = 0.3  # 1 - RMS(beat - median) / RMS(median) over the P window
+_P_MIN_CONSISTENCY = 0.3  # 1 - RMS(beat - median, less a ramp) / RMS(median), P window
 _ISOELECTRIC_S = 0.03
 
 
@@ -90,17 +95,22 @@ def unmeasurable(reason: str) -> Intervals:
 
 
 @functools.lru_cache(maxsize=16)
-def _band(fs_hz: float) -> ZeroPhaseFilter:
-    high_hz = min(_BAND_HZ[1], 0.45 * fs_hz)
-    return ZeroPhaseFilter(signal.butter(2, [_BAND_HZ[0], high_hz], btype="bandpass",
-                                         fs=fs_hz, output="sos"))
+def _lowpass(fs_hz: float) -> ZeroPhaseFilter:
+    high_hz = min(_LOWPASS_HZ, 0.45 * fs_hz)
+    return ZeroPhaseFilter(signal.butter(2, high_hz, btype="lowpass", fs=fs_hz, output="sos"))
 
 
 def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
                 ) -> Optional[Tuple[np.ndarray, int, float, np.ndarray]]:
-    """(median beat ``[leads, m]`` band-passed mV, index of its R peak, median RR in samples,
-    the dominant beats it is the median of ``[leads, beats, m]``), or None with fewer than
-    ``_MIN_BEATS`` dominant beats."""
+    """(median beat ``[leads, m]`` mV, index of its R peak, median RR in samples, the
+    baseline-corrected dominant beats it is the median of ``[leads, beats, m]``), or None
+    with fewer than ``_MIN_BEATS`` dominant beats.
+
+    Baseline wander is removed as resting-ECG programs do, by a line through the
+    isoelectric PR segment of consecutive beats (knots), not by filtering the whole window:
+    a 0.5 Hz high-pass over 12 x 5000 samples cost more than the rest of the measurement
+    and tilts the ST segment. Only the median beat is low-passed (40 Hz).
+    """
     if r_peaks.size < _MIN_BEATS + 1:
         return None
     rr = np.diff(r_peaks).astype(np.float64)
@@ -115,11 +125,39 @@ def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
     if inside.size < _MIN_BEATS:
         return None
     x = np.asarray(window_mv, dtype=np.float64)
-    x = x - row_means(x)
-    filtered = _band(float(fs_hz))(x)
     offsets = np.arange(-before, after)
-    beats = filtered[:, inside[:, np.newaxis] + offsets[np.newaxis, :]]  # [leads, beats, m]
-    return np.median(beats, axis=1), before, rr_median, beats
+    beats = x[:, inside[:, np.newaxis] + offsets[np.newaxis, :]]  # [leads, beats, m]
+    # The PR segment: just before the QRS onset of the (wander-blurred) mean beat.
+    bounds = _qrs_bounds(_spatial_velocity(beats.mean(axis=1)), before, fs_hz)
+    knot_width = max(1, int(round(_ISOELECTRIC_S * fs_hz)))
+    knot_end = (bounds[0] if bounds is not None else before - knot_width) - before
+    knot_starts = r_peaks + knot_end - knot_width
+    knot_starts = knot_starts[(knot_starts >= 0) & (knot_starts + knot_width <= n)]
+    if knot_starts.size:
+        knots = x[:, knot_starts[:, np.newaxis] + np.arange(knot_width)].mean(axis=2)
+        where = (inside[:, np.newaxis] + offsets[np.newaxis, :]).ravel().astype(np.float64)
+        centres = knot_starts + 0.5 * (knot_width - 1)
+        beats = beats - _interpolate_rows(knots, centres, where).reshape(beats.shape)
+    template = _lowpass(float(fs_hz))(_median_of_beats(beats))
+    return template, before, rr_median, beats
+
+
+def _median_of_beats(beats: np.ndarray) -> np.ndarray:
+    """``np.median(beats, axis=1)`` of ``[leads, beats, m]``, equal to it: sorting the few
+    beats costs a quarter of np.median's partition on this shape."""
+    ordered = np.sort(beats, axis=1)
+    k = beats.shape[1]
+    return 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
+
+
+def _interpolate_rows(values: np.ndarray, at: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """``np.interp(where, at, row)`` for every row of ``values`` ``[rows, k]`` at once
+    (constant beyond the first and last point), as ``[rows, len(where)]``."""
+    if at.size == 1:
+        return np.repeat(values, where.size, axis=1)
+    right = np.clip(np.searchsorted(at, where), 1, at.size - 1)
+    fraction = np.clip((where - at[right - 1]) / (at[right] - at[right - 1]), 0.0, 1.0)
+    return values[:, right - 1] * (1.0 - fraction) + values[:, right] * fraction
 
 
 def _first_below(values: np.ndarray, start: int, stop: int, level: float) -> Optional[int]:
@@ -128,6 +166,30 @@ def _first_below(values: np.ndarray, start: int, stop: int, level: float) -> Opt
     indices = np.arange(start, stop, 1 if stop > start else -1)
     hits = indices[values[indices] < level]
     return int(hits[0]) if hits.size else None
+
+
+def _spatial_velocity(template: np.ndarray) -> np.ndarray:
+    """``sqrt(sum over leads of (dx/dt)^2)`` per sample of ``[leads, m]``."""
+    return np.sqrt(np.sum(np.gradient(template, axis=1) ** 2, axis=0))
+
+
+def _qrs_bounds(velocity: np.ndarray, r_index: int, fs_hz: float) -> Optional[Tuple[int, int]]:
+    """(onset, offset) of the QRS of a beat whose spatial ``velocity`` and R peak index are
+    given: where the velocity falls below ``_QRS_EDGE_FRACTION`` of its QRS peak, searched
+    outward from the first and last velocity peak; None when flat or not found."""
+    search = int(round(_QRS_SEARCH_S * fs_hz))
+    qrs_lo, qrs_hi = max(0, r_index - search), min(velocity.size, r_index + search)
+    peak_velocity = float(velocity[qrs_lo:qrs_hi].max())
+    if peak_velocity <= 0:
+        return None
+    edge = _QRS_EDGE_FRACTION * peak_velocity
+    first_peak = qrs_lo + int(np.argmax(velocity[qrs_lo:r_index + 1]))
+    last_peak = r_index + int(np.argmax(velocity[r_index:qrs_hi]))
+    onset = _first_below(velocity, first_peak, qrs_lo - 1, edge)
+    offset = _first_below(velocity, last_peak, qrs_hi, edge)
+    if onset is None or offset is None:
+        return None
+    return onset, offset
 
 
 def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
@@ -145,21 +207,14 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
         return unmeasurable("too_few_beats")
     template, r_index, rr_samples, beats = beat
     ms = 1000.0 / fs_hz
-    velocity = np.sqrt(np.sum(np.gradient(template, axis=1) ** 2, axis=0))
-    m = velocity.size
-    search = int(round(_QRS_SEARCH_S * fs_hz))
-    qrs_lo, qrs_hi = max(0, r_index - search), min(m, r_index + search)
-    peak_velocity = float(velocity[qrs_lo:qrs_hi].max())
+    velocity = _spatial_velocity(template)
     unmeasured: Dict[str, str] = {}
-    if peak_velocity <= 0:
+    if not velocity.any():
         return unmeasurable("flat_median_beat")
-    edge = _QRS_EDGE_FRACTION * peak_velocity
-    first_peak = qrs_lo + int(np.argmax(velocity[qrs_lo:r_index + 1]))
-    last_peak = r_index + int(np.argmax(velocity[r_index:qrs_hi]))
-    onset = _first_below(velocity, first_peak, qrs_lo - 1, edge)
-    offset = _first_below(velocity, last_peak, qrs_hi, edge)
-    if onset is None or offset is None:
+    bounds = _qrs_bounds(velocity, r_index, fs_hz)
+    if bounds is None:
         return unmeasurable("qrs_boundaries_not_found")
+    onset, offset = bounds
     qrs_ms = (offset - onset) * ms
 
     # Isoelectric level of every lead: the flattest 30 ms just before the QRS onset.
@@ -168,35 +223,15 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
     leveled = template - baseline
     amplitude = np.sqrt(np.sum(leveled ** 2, axis=0))
 
-    t_start = offset + int(round(_T_SEARCH_START_S * fs_hz))
-    t_peak_stop = min(m, r_index + int(round(min(_T_PEAK_RR_FRACTION * rr_samples,
-                                                  _T_PEAK_MAX_S * fs_hz))))
-    t_end = None
-    if t_peak_stop - t_start > iso:
-        t_peak = t_start + int(np.argmax(amplitude[t_start:t_peak_stop]))
-        t_stop = min(m, int(round(r_index + 0.9 * rr_samples)),
-                     t_peak + int(round(_T_END_SEARCH_S * fs_hz)))
-        t_end = _tangent_end(amplitude, t_peak, t_stop, fs_hz)
+    t_end, t_reason = _t_end(amplitude, offset, r_index, rr_samples, fs_hz)
     qt_ms = None if t_end is None else (t_end - onset) * ms
     if qt_ms is None:
-        unmeasured["qt_ms"] = unmeasured["qtc_ms"] = "t_end_not_found"
+        unmeasured["qt_ms"] = unmeasured["qtc_ms"] = t_reason
 
-    p_onset = None
-    p_stop = onset - int(round(_P_GAP_S * fs_hz))
-    p_start = max(0, onset - int(round(_P_WINDOW_S * fs_hz)))
-    if p_stop - p_start > iso:
-        p_peak = p_start + int(np.argmax(amplitude[p_start:p_stop]))
-        if (amplitude[p_peak] >= _P_MIN_MV and
-                _consistency(beats[:, :, p_start:p_stop], template[:, p_start:p_stop])
-                >= _P_MIN_CONSISTENCY):
-            rise = velocity[p_start:p_peak + 1]
-            if rise.size > 1:
-                steepest = p_start + int(np.argmax(rise))
-                p_onset = _first_below(velocity, steepest, p_start - 1,
-                                       _P_EDGE_FRACTION * float(velocity[steepest]))
+    p_onset, p_reason = _p_onset(template, beats, amplitude, onset, fs_hz)
     pr_ms = None if p_onset is None else (onset - p_onset) * ms
     if pr_ms is None:
-        unmeasured["pr_ms"] = unmeasured["p_axis_deg"] = "no_p_wave"
+        unmeasured["pr_ms"] = unmeasured["p_axis_deg"] = p_reason
 
     qtc_ms = None
     if qt_ms is not None:
@@ -220,20 +255,80 @@ def measure_intervals(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float,
         for field in axes:
             unmeasured.setdefault(field, "needs_leads_I_aVF")
     if t_end is None:
-        unmeasured.setdefault("t_axis_deg", "t_end_not_found")
+        unmeasured.setdefault("t_axis_deg", t_reason)
     return Intervals(pr_ms=pr_ms, qrs_ms=qrs_ms, qt_ms=qt_ms, qtc_ms=qtc_ms,
                      unmeasured=unmeasured, **axes)
+
+
+def _t_end(amplitude: np.ndarray, qrs_offset: int, r_index: int, rr_samples: float,
+           fs_hz: float) -> Tuple[Optional[int], str]:
+    """End of the T wave of the median beat's spatial amplitude, or None with the reason.
+
+    A T wave that rises less than ``_T_MIN_MV`` above the lowest level after it is flat:
+    its end would be wherever noise puts the steepest descent, so QT is not measured.
+    """
+    m = amplitude.size
+    iso = max(1, int(round(_ISOELECTRIC_S * fs_hz)))
+    t_start = qrs_offset + int(round(_T_SEARCH_START_S * fs_hz))
+    t_peak_stop = min(m, r_index + int(round(min(_T_PEAK_RR_FRACTION * rr_samples,
+                                                  _T_PEAK_MAX_S * fs_hz))))
+    if t_peak_stop - t_start <= iso:
+        return None, "t_end_not_found"
+    t_peak = t_start + int(np.argmax(amplitude[t_start:t_peak_stop]))
+    t_stop = min(m, int(round(r_index + 0.9 * rr_samples)),
+                 t_peak + int(round(_T_END_SEARCH_S * fs_hz)))
+    if amplitude[t_peak] - float(amplitude[t_peak:t_stop].min()) < _T_MIN_MV:
+        return None, "flat_t_wave"
+    t_end = _tangent_end(amplitude, t_peak, t_stop, fs_hz)
+    return (None, "t_end_not_found") if t_end is None else (t_end, "")
+
+
+def _p_onset(template: np.ndarray, beats: np.ndarray, amplitude: np.ndarray, qrs_onset: int,
+             fs_hz: float) -> Tuple[Optional[int], str]:
+    """P-wave onset of the median beat, or None with the reason."""
+    iso = max(1, int(round(_ISOELECTRIC_S * fs_hz)))
+    p_stop = qrs_onset - int(round(_P_GAP_S * fs_hz))
+    p_start = max(0, qrs_onset - int(round(_P_WINDOW_S * fs_hz)))
+    if p_stop - p_start <= iso:
+        return None, "no_p_wave"
+    p_peak = p_start + int(np.argmax(amplitude[p_start:p_stop]))
+    if amplitude[p_peak] < _P_MIN_MV:
+        return None, "no_p_wave"
+    # P waves are slow: smoothed over 20 ms, the velocity of a small P stands clear of the
+    # noise that would otherwise carry its onset to the start of the search window.
+    width = max(1, int(round(_P_SMOOTH_S * fs_hz)))
+    stretch = slice(p_start, p_stop)
+    smooth_beats = ndimage.uniform_filter1d(beats[:, :, stretch], width, axis=2)
+    smooth = ndimage.uniform_filter1d(template[:, :p_stop], width, axis=1)
+    if _consistency(smooth_beats, smooth[:, stretch]) < _P_MIN_CONSISTENCY:
+        return None, "no_p_wave"
+    velocity = _spatial_velocity(smooth)
+    rise = velocity[p_start:p_peak + 1]
+    if rise.size < 2:
+        return None, "no_p_wave"
+    steepest = p_start + int(np.argmax(rise))
+    onset = _first_below(velocity, steepest, p_start - 1,
+                         _P_EDGE_FRACTION * float(velocity[steepest]))
+    if onset is None:
+        return None, "p_onset_not_found"
+    return onset, ""
 
 
 def _consistency(beats: np.ndarray, template: np.ndarray) -> float:
     """1 - RMS of every beat's deviation from the median over the RMS of the median (about
     its own mean), on one stretch ``[leads, beats, k]`` vs ``[leads, k]``: near 1 when each
-    beat shows the same wave (a sinus P), near 0 or below when the beats differ (AF)."""
+    beat shows the same wave (a sinus P), near 0 or below when the beats differ (AF). The
+    straight line that best fits each beat's deviation is taken out first: what is left of
+    baseline wander between the PR knots is a slow ramp, not a different P wave."""
     centred = template - template.mean(axis=1, keepdims=True)
     scale = float(np.sqrt(np.mean(centred ** 2)))
     if scale == 0.0:
         return 0.0
-    deviation = beats - beats.mean(axis=2, keepdims=True) - centred[:, np.newaxis, :]
+    deviation = beats - template[:, np.newaxis, :]
+    ramp = np.arange(deviation.shape[2]) - 0.5 * (deviation.shape[2] - 1)
+    slope = (deviation @ ramp) / float(ramp @ ramp)
+    deviation = (deviation - deviation.mean(axis=2, keepdims=True)
+                 - slope[:, :, np.newaxis] * ramp)
     return 1.0 - float(np.sqrt(np.mean(deviation ** 2))) / scale
 
 
