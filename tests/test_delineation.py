@@ -67,6 +67,17 @@ def test_small_p_waves_and_f_waves_do_not_move_the_boundaries(shared_data: Path,
         assert abs(value - reference[name]) <= LIMITS_MS[name], (name, value, reference[name])
 
 
+def test_level_between_pr_and_tp_is_not_taken_for_the_t_wave(shared_data: Path) -> None:
+    """LUDB 130 (lead I sits higher in the TP than in the PR segment): QT near the marks,
+    where taking the T peak on that level gave 654 ms for 486."""
+    signal, annotations = _ludb(shared_data, "130")
+    reference = reference_intervals(annotations)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.qt_ms is not None, measured.unmeasured
+    assert abs(measured.qt_ms - reference["qt"]) <= LIMITS_MS["qt"], (measured.qt_ms,
+                                                                      reference["qt"])
+
+
 @pytest.mark.parametrize("record", ATRIAL_FIBRILLATION)
 def test_atrial_fibrillation_has_no_pr(shared_data: Path, record: str) -> None:
     """No P wave in atrial fibrillation: PR and P axis are null with reason no_p_wave."""
