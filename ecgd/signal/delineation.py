@@ -315,7 +315,10 @@ def _t_end(amplitude: np.ndarray, qrs_offset: int, r_index: int, rr_samples: flo
 
 def _p_onset(template: np.ndarray, beats: np.ndarray, amplitude: np.ndarray, qrs_onset: int,
              fs_hz: float) -> Tuple[Optional[int], str]:
-    """P-wave onset of the median beat, or None with the reason."""
+    """P-wave onset of the median beat, or None with the reason: ``no_p_wave`` when nothing
+    in the 300 ms before the QRS is large enough or the same in every beat (atrial
+    fibrillation, flutter), ``p_onset_not_found`` when the wave never falls back to its
+    isoelectric level inside the search window."""
     iso = max(1, int(round(_ISOELECTRIC_S * fs_hz)))
     p_stop = qrs_onset - int(round(_P_GAP_S * fs_hz))
     p_start = max(0, qrs_onset - int(round(_P_WINDOW_S * fs_hz)))
