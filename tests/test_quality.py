@@ -236,3 +236,42 @@ def test_clipped_runs_of_any_length(run: int) -> None:
                 expected[row, start:stop] = True
             start = stop + 1
     np.testing.assert_array_equal(_runs_at_least(mask, run), expected)
+
+
+def test_bsqi_peak_search_over_all_leads_equals_a_search_per_lead(ludb) -> None:
+    """bSQI's one find_peaks call over the leads laid end to end finds exactly the peaks a
+    call per lead finds: edge samples stay non-peaks, no lead's peak suppresses another's."""
+    from scipy import signal
+
+    from ecgd.signal.beats import REFRACTORY_S, detect_beats
+    from ecgd.signal.quality import (BSQI_LEAD_PEAK_LEVEL, BSQI_TOLERANCE_S,
+                                     _beat_agreement)
+
+    def per_lead(envelopes: np.ndarray, r_peaks: np.ndarray) -> np.ndarray:
+        agreement = np.zeros(envelopes.shape[0])
+        for lead, envelope in enumerate(envelopes):
+            own, _ = signal.find_peaks(envelope, height=BSQI_LEAD_PEAK_LEVEL,
+                                       distance=int(round(REFRACTORY_S * FS_HZ)))
+            if own.size and r_peaks.size:
+                nearest = np.abs(own[:, np.newaxis] - r_peaks[np.newaxis, :]).min(axis=1)
+                matched = int(np.count_nonzero(nearest <= BSQI_TOLERANCE_S * FS_HZ))
+                agreement[lead] = matched / (own.size + r_peaks.size - matched)
+        return agreement
+
+    cases = []
+    for window in list(ludb.values())[:6]:
+        beats = detect_beats(window, FS_HZ)
+        cases.append((beats.lead_envelopes, beats.r_peaks))
+    # Peaks on the first and last samples and a lead's peak one refractory period from the
+    # next lead's start: where laying the leads end to end could go wrong.
+    edges = cases[0][0].copy()
+    edges[:, 0] = edges[:, -1] = 5.0
+    edges[:, 1] = edges[:, -2] = 4.0
+    edges[:, -3] = 6.0
+    edges[:, 2] = 6.0
+    cases.append((edges, cases[0][1]))
+    cases.append((cases[0][0], np.array([], dtype=np.int64)))
+    for envelopes, r_peaks in cases:
+        np.testing.assert_array_equal(_beat_agreement(envelopes, r_peaks, FS_HZ),
+                                      per_lead(envelopes, r_peaks))
+    assert any(_beat_agreement(e, r, FS_HZ).any() for e, r in cases)
