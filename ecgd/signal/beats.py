@@ -15,7 +15,12 @@ The detector combines all leads it is given (12, or the 1-2 of a Holter record):
    the way from the recent noise level to the recent QRS level (medians of the last 8 of
    each); a peak within 360 ms of a beat whose slope is under half that beat's is a T wave;
    when no beat came for 1.5 recent RR intervals, the highest peak in the gap above half the
-   threshold is taken (search-back). The pass runs twice: the second starts from the levels
+   threshold is taken (search-back). A peak the feature does not fall below
+   ``_VALLEY_FRACTION`` of the lower of it and the last beat to reach is the same complex as
+   that beat (a wide ventricular beat's tail, its T wave, a noise burst riding on it): only
+   the higher of the two stays a beat. Two QRS complexes are always parted by an ST segment
+   where the QRS band is quiet; without this rule search-back took the shoulder after a wide
+   beat in its compensatory pause. The pass runs twice: the second starts from the levels
    and the RR interval the first learnt, so the first seconds of a lone window are judged
    like the rest and one premature beat does not trigger a search-back.
 4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms.
@@ -48,6 +53,7 @@ _SEARCHBACK_FRACTION = 0.5   # of the threshold
 _T_WAVE_WINDOW_S = 0.36
 _T_WAVE_SLOPE_FRACTION = 0.5
 _REFINE_S = 0.08
+_VALLEY_FRACTION = 0.65     # of the lower peak: the dip that parts two complexes
 _FLOOR_STEP = 5
 _SPIKE_S = 0.01
 
@@ -219,6 +225,7 @@ class _Classifier:
         noise_heights = [noise_level] * _HISTORY_BEATS
         beats: List[int] = []
         beat_steepness: List[float] = []
+        beat_heights: List[float] = []
         rr: List[float] = list(rr_history)
         since_beat: List[Tuple[int, float, float]] = []  # peaks rejected since the last beat
 
@@ -227,11 +234,21 @@ class _Classifier:
                 rr.append(sample - beats[-1])
             beats.append(sample)
             beat_steepness.append(steepness)
+            beat_heights.append(height)
             qrs_heights.append(height)
             del qrs_heights[0]
             since_beat.clear()
 
         for sample, height, steepness in zip(self.candidates, self.heights, self.steepness):
+            if beats and self.feature[beats[-1]:sample].min() > _VALLEY_FRACTION * min(
+                    height, beat_heights[-1]):
+                if height <= beat_heights[-1]:
+                    continue
+                beats.pop()
+                beat_heights.pop()
+                beat_steepness.pop()
+                if len(rr) > len(rr_history):
+                    rr.pop()
             noise_level = statistics.median(noise_heights)
             threshold = noise_level + _THRESHOLD_FRACTION * (
                 statistics.median(qrs_heights) - noise_level)
