@@ -2,7 +2,8 @@
 
 The detector combines all leads it is given (12, or the 1-2 of a Holter record):
 
-1. Per lead, excursions narrower than 10 ms (pacemaker spikes) are flattened, and the QRS
+1. Per lead, the signal is brought near ``FEATURE_FS_HZ`` (125 Hz) by the mean of each
+   group of samples without its extremes, which also drops pacemaker spikes; the QRS
    band (5-20 Hz, zero-phase) is differentiated, squared and integrated over
    150 ms (Pan-Tompkins), then divided by its local QRS level (the median of 2-s block maxima
    over 10 s) and capped at twice that level, so one large lead or one artefact does not
@@ -23,7 +24,8 @@ The detector combines all leads it is given (12, or the 1-2 of a Holter record):
    beat in its compensatory pause. The pass runs twice: the second starts from the levels
    and the RR interval the first learnt, so the first seconds of a lone window are judged
    like the rest and one premature beat does not trigger a search-back.
-4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms.
+4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms, between
+   feature samples by a parabola, and mapped back to the input rate.
 
 The detector is pure: any context around a window (its neighbours in a file) is the caller's
 choice; peaks in a context margin are the caller's to drop.
@@ -42,6 +44,7 @@ from ecgd.signal.preprocess import ZeroPhaseFilter, row_means
 
 QRS_BAND_HZ = (5.0, 20.0)
 REFRACTORY_S = 0.2
+FEATURE_FS_HZ = 125.0        # the QRS feature's rate: Pan-Tompkins ran at 200 Hz
 _INTEGRATION_S = 0.15
 _BLOCK_S = 2.0
 _LEVEL_BLOCKS = 5            # median over this many 2-s blocks centred on each block
@@ -54,8 +57,6 @@ _T_WAVE_WINDOW_S = 0.36
 _T_WAVE_SLOPE_FRACTION = 0.5
 _REFINE_S = 0.08
 _VALLEY_FRACTION = 0.65     # of the lower peak: the dip that parts two complexes
-_FLOOR_STEP = 5
-_SPIKE_S = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,25 +112,39 @@ def _interpolation_matrix(n_blocks: int, block: int, n: int) -> np.ndarray:
     return matrix
 
 
-def _without_spikes(x: np.ndarray, fs_hz: float) -> np.ndarray:
-    """``x`` with every excursion narrower than ``_SPIKE_S`` flattened (a grey opening then
-    closing): pacemaker spikes are 0.5-2 ms wide and would otherwise count as beats, a QRS
-    is at least 40 ms wide and keeps its shape."""
-    width = max(1, int(round(_SPIKE_S * fs_hz)) | 1)
-    if width < 3:
-        return np.array(x, dtype=np.float64)
-    return ndimage.grey_closing(ndimage.grey_opening(x, size=(1, width)), size=(1, width))
+def _spike_free_decimation(x: np.ndarray, factor: int) -> np.ndarray:
+    """``x`` ``[leads, n]`` reduced to one value per ``factor`` (>= 3) samples: the mean of
+    each group without its highest and its lowest sample.
+
+    Dropping the extremes removes any excursion one sample wide (a pacemaker spike is
+    0.5-2 ms, at most one sample up to 500 Hz, and would otherwise count as a beat), the mean
+    is the anti-alias low-pass, and every later stage works on ``factor`` times fewer samples.
+    A QRS (>= 40 ms) spans several groups and keeps its shape.
+    """
+    n_groups = x.shape[1] // factor
+    phases = [x[:, phase:n_groups * factor:factor] for phase in range(factor)]
+    total = np.add.reduce(phases)
+    total -= np.maximum.reduce(phases)
+    total -= np.minimum.reduce(phases)
+    total *= 1.0 / (factor - 2)
+    return total
+
+
+def _decimation_factor(fs_hz: float) -> int:
+    """Samples per feature sample: ``fs_hz`` brought near ``FEATURE_FS_HZ``, at least 3 so a
+    group has a highest and a lowest sample to drop and one to keep."""
+    return max(3, int(round(fs_hz / FEATURE_FS_HZ)))
 
 
 def _lead_evidence(x: np.ndarray, fs_hz: float
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per lead ``[leads, n]``: the normalised envelope, the weight, and the squared slope
-    and squared amplitude of the QRS band divided by the local QRS level.
+    """Per lead ``[leads, n]`` at ``fs_hz`` (the feature rate): the normalised envelope, the
+    weight, and the squared slope and squared amplitude of the QRS band divided by the
+    local QRS level.
 
     Weights sum to 1 over the leads at every sample (0 everywhere when no lead varies).
     """
-    centered = _without_spikes(x - x[:, :1], fs_hz)
-    centered -= row_means(centered)
+    centered = x - row_means(x)
     band = _qrs_filter(float(fs_hz))(centered)
     slope_energy = np.gradient(band, axis=-1)
     np.square(slope_energy, out=slope_energy)
@@ -139,9 +154,7 @@ def _lead_evidence(x: np.ndarray, fs_hz: float
     blocks = _block_values(envelopes, block)
     size = (1, min(_LEVEL_BLOCKS, blocks.shape[1]))
     level = ndimage.median_filter(blocks.max(axis=2), size=size, mode="nearest")
-    # The envelope is smooth (150-ms integration): every 5th sample gives the same median.
-    floor = ndimage.median_filter(np.median(blocks[:, :, ::_FLOOR_STEP], axis=2), size=size,
-                                  mode="nearest")
+    floor = ndimage.median_filter(np.median(blocks, axis=2), size=size, mode="nearest")
     tiny = np.finfo(np.float64).tiny
     peakiness = np.where(floor > 0, level / np.maximum(floor, tiny), 0.0)
     share = peakiness / np.maximum(peakiness.sum(axis=0, keepdims=True), tiny)
@@ -161,22 +174,38 @@ def detect_beats(window_mv: np.ndarray, fs_hz: float) -> BeatDetection:
     """
     x = np.atleast_2d(np.asarray(window_mv, dtype=np.float64))
     n = x.shape[-1]
-    refractory = max(1, int(round(REFRACTORY_S * fs_hz)))
+    factor = _decimation_factor(fs_hz)
+    feature_fs_hz = fs_hz / factor
+    refractory = max(1, int(round(REFRACTORY_S * feature_fs_hz)))
     # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
-    if n <= 3 * refractory:
+    if n // factor <= 3 * refractory:
         return BeatDetection(np.zeros(0, dtype=np.int64), np.zeros(x.shape))
-    envelopes, weights, slope_energy, amplitude = _lead_evidence(x, fs_hz)
+    envelopes, weights, slope_energy, amplitude = _lead_evidence(
+        _spike_free_decimation(x, factor), feature_fs_hz)
+    lead_envelopes = _at_input_rate(envelopes, factor, n)
     feature = np.sqrt(np.einsum("ij,ij->j", weights, envelopes))
     candidates, _ = signal.find_peaks(feature, distance=refractory)
     if candidates.size == 0:
-        return BeatDetection(np.zeros(0, dtype=np.int64), envelopes)
+        return BeatDetection(np.zeros(0, dtype=np.int64), lead_envelopes)
     slope = np.einsum("ij,ij->j", weights, slope_energy)
-    classifier = _Classifier(feature, slope, candidates, fs_hz)
+    classifier = _Classifier(feature, slope, candidates, feature_fs_hz)
     beats = classifier.run(*classifier.initial_levels())
     beats = classifier.run(*classifier.learnt_levels(beats))
     combined_amplitude = np.einsum("ij,ij->j", weights, amplitude)
-    return BeatDetection(_refine(combined_amplitude, beats, int(round(_REFINE_S * fs_hz))),
-                         envelopes)
+    peaks = _refine(combined_amplitude, beats, int(round(_REFINE_S * feature_fs_hz)))
+    # Group g holds input samples g * factor .. g * factor + factor - 1.
+    at_input = np.clip(np.round(peaks * factor + (factor - 1) / 2.0), 0, n - 1)
+    return BeatDetection(np.unique(at_input.astype(np.int64)), lead_envelopes)
+
+
+def _at_input_rate(rows: np.ndarray, factor: int, n: int) -> np.ndarray:
+    """Feature-rate ``rows`` ``[leads, m]`` back at the input rate ``[leads, n]``: each
+    value held over its group, the last one over the samples no whole group covered."""
+    held = np.repeat(rows, factor, axis=1)
+    if held.shape[1] < n:
+        held = np.concatenate([held, np.repeat(held[:, -1:], n - held.shape[1], axis=1)],
+                              axis=1)
+    return held
 
 
 def detect_r_peaks(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
@@ -273,14 +302,22 @@ class _Classifier:
 
 
 def _refine(amplitude: np.ndarray, beats: List[int], radius: int) -> np.ndarray:
-    """Move each beat to the largest ``amplitude`` within ``radius`` samples."""
+    """Each beat moved to the largest ``amplitude`` within ``radius`` samples, between
+    samples where a parabola through that maximum and its neighbours peaks (the feature rate
+    is coarse: 8 ms at 125 Hz). Fractional sample positions, float64, sorted."""
     if not beats:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0)
     peaks = np.asarray(beats, dtype=np.intp)
-    padded = np.concatenate([np.full(radius, -np.inf), amplitude, np.full(radius, -np.inf)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)[peaks]
-    refined = peaks + np.argmax(windows, axis=1) - radius
-    return np.unique(refined).astype(np.int64)
+    padded = np.concatenate([np.full(radius + 1, -np.inf), amplitude,
+                             np.full(radius + 1, -np.inf)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)[peaks + 1]
+    best = peaks + np.argmax(windows, axis=1) - radius
+    left, centre, right = (padded[best + radius + 1 + shift] for shift in (-1, 0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curvature = left - 2.0 * centre + right
+        offset = np.where(np.isfinite(curvature) & (curvature < 0),
+                          0.5 * (left - right) / curvature, 0.0)
+    return np.sort(best + np.clip(offset, -0.5, 0.5))
 
 
 def rhythm_measurements(r_peaks: np.ndarray, fs_hz: float) -> Dict[str, Any]:
