@@ -124,6 +124,16 @@ def test_fast_rhythm_every_beat_found(rate_bpm: float) -> None:
     assert np.max(np.abs(detected - truth)) <= 15
 
 
+@pytest.mark.parametrize("fs_hz", [100.0, 250.0, 360.0, 1000.0])
+def test_every_beat_found_at_any_input_rate(fs_hz: float) -> None:
+    """From 100 to 1000 Hz input, every beat of a 220 bpm rhythm is found within 30 ms (the
+    QRS feature's rate follows the input's; at 100 Hz it must not drop to 33 Hz)."""
+    leads, truth = synthetic_ecg(220.0, fs_hz=fs_hz)
+    detected = detect_r_peaks(leads, fs_hz)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 0.03 * fs_hz
+
+
 def test_small_beats_in_a_fast_rhythm_are_found_again() -> None:
     """At 210 bpm, every 4th QRS at 40 % of the others' amplitude is still found: it falls
     under the threshold and inside the T-wave window, so only the search-back recovers it."""

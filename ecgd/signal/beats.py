@@ -112,28 +112,31 @@ def _interpolation_matrix(n_blocks: int, block: int, n: int) -> np.ndarray:
     return matrix
 
 
-def _spike_free_decimation(x: np.ndarray, factor: int) -> np.ndarray:
-    """``x`` ``[leads, n]`` reduced to one value per ``factor`` (>= 3) samples: the mean of
-    each group without its highest and its lowest sample.
+def _spike_free_decimation(x: np.ndarray, group: int, stride: int) -> np.ndarray:
+    """``x`` ``[leads, n]`` reduced to one value per ``stride`` samples: the mean of the
+    ``group`` (>= 3) samples from there without their highest and their lowest.
 
     Dropping the extremes removes any excursion one sample wide (a pacemaker spike is
     0.5-2 ms, at most one sample up to 500 Hz, and would otherwise count as a beat), the mean
-    is the anti-alias low-pass, and every later stage works on ``factor`` times fewer samples.
+    is the anti-alias low-pass, and every later stage works on ``stride`` times fewer samples.
     A QRS (>= 40 ms) spans several groups and keeps its shape.
     """
-    n_groups = x.shape[1] // factor
-    phases = [x[:, phase:n_groups * factor:factor] for phase in range(factor)]
+    n_groups = (x.shape[1] - group) // stride + 1
+    span = (n_groups - 1) * stride + 1
+    phases = [x[:, phase:phase + span:stride] for phase in range(group)]
     total = np.add.reduce(phases)
     total -= np.maximum.reduce(phases)
     total -= np.minimum.reduce(phases)
-    total *= 1.0 / (factor - 2)
+    total *= 1.0 / (group - 2)
     return total
 
 
-def _decimation_factor(fs_hz: float) -> int:
-    """Samples per feature sample: ``fs_hz`` brought near ``FEATURE_FS_HZ``, at least 3 so a
-    group has a highest and a lowest sample to drop and one to keep."""
-    return max(3, int(round(fs_hz / FEATURE_FS_HZ)))
+def _decimation(fs_hz: float) -> Tuple[int, int]:
+    """(group, stride) for :func:`_spike_free_decimation`: groups of about
+    ``fs_hz / FEATURE_FS_HZ`` samples side by side; below 375 Hz, where that is under 3,
+    groups of 3 at every sample (a running median of 3), keeping the rate."""
+    group = int(round(fs_hz / FEATURE_FS_HZ))
+    return (group, group) if group >= 3 else (3, 1)
 
 
 def _lead_evidence(x: np.ndarray, fs_hz: float
@@ -174,15 +177,15 @@ def detect_beats(window_mv: np.ndarray, fs_hz: float) -> BeatDetection:
     """
     x = np.atleast_2d(np.asarray(window_mv, dtype=np.float64))
     n = x.shape[-1]
-    factor = _decimation_factor(fs_hz)
-    feature_fs_hz = fs_hz / factor
+    group, stride = _decimation(fs_hz)
+    feature_fs_hz = fs_hz / stride
     refractory = max(1, int(round(REFRACTORY_S * feature_fs_hz)))
     # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
-    if n // factor <= 3 * refractory:
+    if (n - group) // stride < 3 * refractory:
         return BeatDetection(np.zeros(0, dtype=np.int64), np.zeros(x.shape))
     envelopes, weights, slope_energy, amplitude = _lead_evidence(
-        _spike_free_decimation(x, factor), feature_fs_hz)
-    lead_envelopes = _at_input_rate(envelopes, factor, n)
+        _spike_free_decimation(x, group, stride), feature_fs_hz)
+    lead_envelopes = _at_input_rate(envelopes, group, stride, n)
     feature = np.sqrt(np.einsum("ij,ij->j", weights, envelopes))
     candidates, _ = signal.find_peaks(feature, distance=refractory)
     if candidates.size == 0:
@@ -193,19 +196,20 @@ def detect_beats(window_mv: np.ndarray, fs_hz: float) -> BeatDetection:
     beats = classifier.run(*classifier.learnt_levels(beats))
     combined_amplitude = np.einsum("ij,ij->j", weights, amplitude)
     peaks = _refine(combined_amplitude, beats, int(round(_REFINE_S * feature_fs_hz)))
-    # Group g holds input samples g * factor .. g * factor + factor - 1.
-    at_input = np.clip(np.round(peaks * factor + (factor - 1) / 2.0), 0, n - 1)
+    # Group g holds input samples g * stride .. g * stride + group - 1.
+    at_input = np.clip(np.round(peaks * stride + (group - 1) / 2.0), 0, n - 1)
     return BeatDetection(np.unique(at_input.astype(np.int64)), lead_envelopes)
 
 
-def _at_input_rate(rows: np.ndarray, factor: int, n: int) -> np.ndarray:
+def _at_input_rate(rows: np.ndarray, group: int, stride: int, n: int) -> np.ndarray:
     """Feature-rate ``rows`` ``[leads, m]`` back at the input rate ``[leads, n]``: each
-    value held over its group, the last one over the samples no whole group covered."""
-    held = np.repeat(rows, factor, axis=1)
-    if held.shape[1] < n:
-        held = np.concatenate([held, np.repeat(held[:, -1:], n - held.shape[1], axis=1)],
-                              axis=1)
-    return held
+    value held over ``stride`` samples from its group's centre on, the first and last
+    values over the samples before and after."""
+    held = np.repeat(rows, stride, axis=1)
+    lead_in = (group - 1) // 2
+    tail = max(0, n - lead_in - held.shape[1])
+    return np.concatenate([np.repeat(held[:, :1], lead_in, axis=1), held[:, :n - lead_in],
+                           np.repeat(held[:, -1:], tail, axis=1)], axis=1)
 
 
 def detect_r_peaks(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
