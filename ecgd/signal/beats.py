@@ -277,11 +277,12 @@ class _Classifier:
                     height, beat_heights[-1]):
                 if height <= beat_heights[-1]:
                     continue
+                # This peak is the complex's main one: the last beat was its edge.
                 beats.pop()
                 beat_heights.pop()
                 beat_steepness.pop()
-                if len(rr) > len(rr_history):
-                    rr.pop()
+                if beats:
+                    rr.pop()  # the interval that ended at the dropped beat
             noise_level = statistics.median(noise_heights)
             threshold = noise_level + _THRESHOLD_FRACTION * (
                 statistics.median(qrs_heights) - noise_level)
