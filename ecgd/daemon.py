@@ -470,6 +470,8 @@ class Daemon:
             "model": {"name": manifest.name, "precision": manifest.precision,
                       "trained": manifest.trained},
             "live_source": self.serial is not None,
+            "live_link": self.serial.status_text() if self.serial is not None else None,
+            "intake_paused": self.retention.status_text() or None,
             "host": dict(self.host.as_dict(), summary=self.host.summary()),
             "disk": {name: {"path": str(folder), "free_bytes": free_bytes(folder)}
                      for name, folder in (("reports", self.config.reports.dir),

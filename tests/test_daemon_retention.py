@@ -13,7 +13,7 @@ import pytest
 from daemon_harness import DaemonProcess, small_filesystem, wait_for
 from ecgd.report_store import delivered_dir, report_file_name
 from ecgd.security.unseal import open_sealed_report
-from test_daemon import Appliance
+from test_daemon import Appliance, _status
 from test_daemon_serial import Simulator
 
 MIB = 1024 * 1024
@@ -86,6 +86,11 @@ stall_s = 3.0
         daemon.wait_ready()
         wait_for(lambda: "spool intake paused" in (daemon.notify.last("STATUS") or ""), 30,
                  "STATUS= saying intake is paused")
+        wait_for(lambda: "spool intake paused" in _status(appliance).stdout, 30,
+                 "ecgd status saying intake is paused")
+        state = json.loads(_status(appliance, "--json").stdout)["state"]
+        assert state["intake_paused"].startswith("spool intake paused: ")
+        assert state["live_link"].startswith("link ")
         for record in RECORDS:
             appliance.drop(shared_data / "cinc2021" / f"{record}.mat")
             appliance.drop(shared_data / "cinc2021" / f"{record}.hea")

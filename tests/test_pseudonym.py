@@ -10,7 +10,7 @@ import pytest
 from ecgd.config import PrivacyConfig
 from ecgd.errors import ConfigError
 from ecgd.security.keys import generate_keys
-from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize
+from ecgd.security.pseudonym import load_pseudonym_key, pseudonymize, redact_names
 
 KEY = bytes(range(32))
 
@@ -119,3 +119,22 @@ def test_oversized_key_file_is_config_error(tmp_path, monkeypatch) -> None:
     path.write_bytes(b"ab" * 4096)
     with pytest.raises(ConfigError, match="larger than"):
         load_pseudonym_key(_config(path))
+
+
+@pytest.mark.parametrize("reason, names, expected", [
+    # The subject every ecgd reason starts with, a path component, a quoted name.
+    ("1.hea: header declares no signals", ["1.hea", "1"], "<h>: header declares no signals"),
+    ("/spool/.claim/JOHN_SMITH.csv: line 3: a value is empty",
+     ["JOHN_SMITH.csv"], "/spool/.claim/<h>: line 3: a value is empty"),
+    ("cannot open 'SMITH' for reading", ["SMITH"], "cannot open '<h>' for reading"),
+    # A name with an extension is a file name wherever it stands, also at a sentence end.
+    ("the header names SMITH.dat.", ["SMITH.dat"], "the header names <h>."),
+    # A bare word that is also an input name stays ordinary text inside the reason.
+    ("1: converter failed with exit code 1", ["1.hea", "1"], "<h>: converter failed with exit code 1"),
+    ("empty: is empty", ["empty"], "<h>: is empty"),
+    ("data.csv: line 2: values, header has data", ["data.csv", "data"],
+     "<h>: line 2: values, header has data"),
+])
+def test_redact_names_replaces_names_where_they_stand_as_names(reason, names, expected) -> None:
+    """Names are replaced as subject, path part, quoted or with extension; bare words elsewhere stay."""
+    assert redact_names(reason, names, "h") == expected

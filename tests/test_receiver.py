@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -151,3 +152,25 @@ def test_stored_names_follow_the_reports_folder_rule(site: Site, receiver) -> No
     name, sealed = _sealed(site)
     _put(receiver, _client_context(site), f"/reports/{name}", sealed)
     assert all(is_report_file_name(p.name) for p in (site.inbox / "ward3").iterdir())
+
+
+def test_receiver_start_removes_what_a_killed_receiver_left_half_written(
+        tmp_path: Path) -> None:
+    """A hidden write temporary in an appliance's folder is deleted at start; reports stay."""
+    site = Site(tmp_path / "site")
+    name, sealed = _sealed(site)
+    first = ReceiverProcess(site, free_port(), tmp_path).wait_listening()
+    try:
+        assert _put(first, _client_context(site), f"/reports/{name}", sealed)[0] == 201
+    finally:
+        first.stop(signal.SIGKILL)
+    folder = site.inbox / "ward3"
+    stale = folder / f".{name}.0123456789abcdef.tmp"
+    stale.write_bytes(sealed[:100])
+    second = ReceiverProcess(site, free_port(), tmp_path).wait_listening()
+    try:
+        assert not stale.exists()
+        assert sorted(path.name for path in folder.iterdir()) == [name]
+        assert '"stale_temporaries_removed"' in second.log_text()
+    finally:
+        second.stop()

@@ -63,13 +63,19 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.dir}: cannot use as the reports folder: "
                           f"{exc.strerror or exc}") from exc
     log = get_logger(component="receive")
+    inbox = ReportInbox(args.dir, enrolled, log)
+    try:
+        inbox.remove_stale_temporaries()
+    except OSError as exc:
+        raise ConfigError(f"{args.dir}: cannot remove stale temporary files: "
+                          f"{exc.strerror or exc}") from exc
     host, port = args.listen
 
     def ssl_context_factory(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
         return context
 
     server = uvicorn.Server(uvicorn.Config(
-        ReceiverApp(ReportInbox(args.dir, enrolled, log)), host=host, port=port,
+        ReceiverApp(inbox), host=host, port=port,
         ssl_context_factory=ssl_context_factory, lifespan="off", access_log=False,
         log_config=None, server_header=False, date_header=False,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S))

@@ -12,8 +12,9 @@ from ecgd.wording import counted, size
 
 EXIT_NOT_RUNNING = 1
 
-DESCRIPTION = """Show the daemon's state (ready or stopping), its counters, queues, last
-window, host health and free disk, from the state file it rewrites every few seconds
+DESCRIPTION = """Show the daemon's state (ready or stopping), its counters, queues, the live
+link's health, whether spool intake is paused for disk space, last window, host health and
+free disk, from the state file it rewrites every few seconds
 ([status] file of the config, in the service's runtime folder). Exit 0 while the daemon
 runs; 1, with one line saying why, when it is not running or its state file is stale (not
 updated for three intervals: hung or killed). Readable by root and the service's group."""
@@ -41,8 +42,10 @@ def describe(state: Dict[str, Any]) -> List[str]:
                    f"{queue['spool_waiting']} waiting in the spool"),
         ("pipeline", f"{counted(queue['windows_prepared'], 'window')} prepared, "
                      f"{queue['windows_to_write']} to write"),
-        ("live", (f"queue {queue['live_queue']}, {queue['live_dropped']} dropped"
+        ("live", (f"queue {queue['live_queue']}, {queue['live_dropped']} dropped; "
+                  f"{state.get('live_link') or 'link state not reported'}"
                   if state["live_source"] else "no live source")),
+        ("intake", state.get("intake_paused") or "running"),
         ("last", ("no window yet" if last is None else
                   f"window at {last['at']}: {last['qc']}, {last['latency_ms']:g} ms")),
         ("model", f"{model['name']} ({model['precision']}, "

@@ -46,6 +46,20 @@ class ReportInbox:
         self.enrolled = enrolled
         self.log = log
 
+    def remove_stale_temporaries(self) -> None:
+        """Delete the hidden temporaries a killed receiver left in the appliances' folders.
+
+        Call at start, before listening: such a file is an unfinished copy of a report the
+        appliance was never told was stored, so it sends that report again.
+        """
+        for appliance in self.enrolled.values():
+            folder = self.folder / appliance.name
+            if folder.is_dir():
+                removed = durable.remove_stale_temporaries(folder)
+                if removed:
+                    self.log.info("stale_temporaries_removed", appliance=appliance.name,
+                                  count=removed)
+
     def store(self, name: str, sealed: bytes) -> Tuple[int, Dict[str, str]]:
         """Check and durably store one report; (HTTP status, JSON answer)."""
         report_id = report_id_of(name)

@@ -26,7 +26,6 @@ from ecgd.security.keys import credential_or_file, read_key_file
 
 PSEUDONYM_KEY_MIN_BYTES = 32
 NAME_HASH_HEX = 12
-_MIN_EMBEDDED_NAME_CHARS = 3
 # A key file is one short line; a bigger file is a mistake and is not read whole.
 _HEX_LINE = re.compile(rb"([0-9a-fA-F]+)\n?")
 
@@ -92,14 +91,16 @@ def hash_name(name: str, key: Optional[bytes] = None) -> str:
 def redact_names(reason: str, names: Sequence[str], name_hash: str) -> str:
     """``reason`` with every input name (longest first) replaced by ``<name_hash>``.
 
-    Names are matched whole, not inside longer words, so a short name does not garble the
-    rest of the reason; names of three characters or more are also replaced wherever they
-    appear (two characters cannot hold an identifier).
+    A name is replaced where it stands as a name: at the start of the reason (every ecgd
+    reason begins with the input's name or path), as a path component (after ``/``), in
+    quotes, and, when it has an extension, wherever it is a whole token. A bare word that
+    is also an input's name ("1" of ``1.hea``, a file called ``empty``) stays ordinary text
+    elsewhere, so "exit code 1" and "is empty" keep their meaning.
     """
     for name in sorted(set(names), key=len, reverse=True):
-        if name:
-            pattern = r"(?<![\w.-])" + re.escape(name) + r"(?![\w.-])"
-            reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
-            if len(name) >= _MIN_EMBEDDED_NAME_CHARS:
-                reason = reason.replace(name, f"<{name_hash}>")  # e.g. "NAME." at a sentence end
+        if not name:
+            continue
+        where = r"(?<![\w.-])" if "." in name else r"(?:^|(?<=[/'\"`]))"
+        pattern = where + re.escape(name) + r"(?![\w-])(?!\.\w)"
+        reason = re.sub(pattern, lambda _: f"<{name_hash}>", reason)
     return reason
