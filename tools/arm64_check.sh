@@ -251,7 +251,9 @@ if [[ $SUBSET == full ]]; then
     --calibration shared/data/cinc2021 --max-windows 64 --out int8
   x86_ecgd analyze --model int8/ecgfounder-reference-int8.json "${RECORDS[@]}" \
     >"$HOST_RUN/x86/int8.jsonl"
-  if x86_ecgd analyze "$REFUSED" 2>"$HOST_RUN/x86/refused.stderr"; then
+  # --model: without it analyze stops at the missing default model, before the file.
+  if x86_ecgd analyze --model x86/models/ecgfounder-reference.json "$REFUSED" \
+      2>"$HOST_RUN/x86/refused.stderr"; then
     fail "x86: SCP-ECG was not refused"
   fi
 fi
@@ -320,7 +322,8 @@ if [[ $SUBSET == full ]]; then
     shared/data/cinc2021/HR06004.hea
   "${ECGD[@]}" analyze --model int8/ecgfounder-reference-int8.json "${RECORDS[@]}" \
     >arm64/int8.jsonl
-  if "${ECGD[@]}" analyze "$REFUSED" 2>arm64/refused.stderr; then
+  if "${ECGD[@]}" analyze --model arm64/models/ecgfounder-reference.json "$REFUSED" \
+      2>arm64/refused.stderr; then
     echo "arm64: SCP-ECG was not refused" >&2; exit 1
   fi
 fi
