@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import os
+import shlex
 import shutil
 import signal
 import subprocess
