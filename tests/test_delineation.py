@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -20,6 +20,10 @@ from eval_intervals import LUDB_LEADS, reference_intervals  # noqa: E402
 FS_HZ = 500.0
 # Sinus records from both the calibration and the held-out part, normal and wide QRS.
 SINUS_RECORDS = ("1", "3", "9", "14", "18", "23", "27", "36")
+# Small P waves whose onset was carried by noise to the start of the search window
+# (PR 48 ms short on 167), and atrial fibrillation whose QRS onset was taken from an f-wave
+# (QRS 46 ms long on 95).
+FIXED_RECORDS = ("167", "95")
 ATRIAL_FIBRILLATION = ("8", "38")
 # Per-record limits: a few times the mean +- SD the tools report over all records.
 LIMITS_MS = {"pr": 30.0, "qrs": 25.0, "qt": 45.0}
@@ -48,6 +52,32 @@ def test_ludb_intervals_match_the_cardiologists(shared_data: Path, record: str) 
     assert measured.qtc_ms == pytest.approx(measured.qt_ms / rr_s ** (1.0 / 3.0), rel=0.02)
 
 
+@pytest.mark.parametrize("record", FIXED_RECORDS)
+def test_small_p_waves_and_f_waves_do_not_move_the_boundaries(shared_data: Path,
+                                                              record: str) -> None:
+    """PR and QRS stay within the per-record limits where noise used to move an onset."""
+    signal, annotations = _ludb(shared_data, record)
+    reference = reference_intervals(annotations)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    for name in ("pr", "qrs"):
+        if reference[name] is None:
+            continue
+        value = getattr(measured, f"{name}_ms")
+        assert value is not None, (name, measured.unmeasured)
+        assert abs(value - reference[name]) <= LIMITS_MS[name], (name, value, reference[name])
+
+
+def test_level_between_pr_and_tp_is_not_taken_for_the_t_wave(shared_data: Path) -> None:
+    """LUDB 130 (lead I sits higher in the TP than in the PR segment): QT near the marks,
+    where taking the T peak on that level gave 654 ms for 486."""
+    signal, annotations = _ludb(shared_data, "130")
+    reference = reference_intervals(annotations)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.qt_ms is not None, measured.unmeasured
+    assert abs(measured.qt_ms - reference["qt"]) <= LIMITS_MS["qt"], (measured.qt_ms,
+                                                                      reference["qt"])
+
+
 @pytest.mark.parametrize("record", ATRIAL_FIBRILLATION)
 def test_atrial_fibrillation_has_no_pr(shared_data: Path, record: str) -> None:
     """No P wave in atrial fibrillation: PR and P axis are null with reason no_p_wave."""
@@ -58,17 +88,24 @@ def test_atrial_fibrillation_has_no_pr(shared_data: Path, record: str) -> None:
     assert measured.qrs_ms is not None
 
 
-def _dipole_ecg(axis_deg: float, rate_bpm: float = 60.0) -> Tuple[np.ndarray, np.ndarray]:
+def _dipole_ecg(axis_deg: float, rate_bpm: float = 60.0, p_mv: float = 0.15,
+                t_mv: float = 0.3, atrial_mv: Optional[np.ndarray] = None,
+                wander_mv: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
     """12 leads of a heart whose P, QRS and T all point at ``axis_deg`` in the frontal
-    plane (limb leads are projections, Einthoven / Goldberger; V leads a fixed mix)."""
+    plane (limb leads are projections, Einthoven / Goldberger; V leads a fixed mix).
+    Gaussian waves: P centred 160 ms before R (SD 20 ms), QRS SD 12 ms, T 280 ms after R
+    (SD 40 ms); ``atrial_mv`` replaces the P waves (an f-wave train), ``wander_mv`` adds a
+    0.3 Hz baseline wander."""
     n = int(10 * FS_HZ)
     t = np.arange(n) / FS_HZ
     beats = np.arange(0.5, 9.6, 60.0 / rate_bpm)
-    wave = np.zeros(n)
+    wave = np.zeros(n) if atrial_mv is None else atrial_mv.copy()
     for r in beats:
-        wave += 0.15 * np.exp(-0.5 * ((t - r + 0.16) / 0.02) ** 2)
+        if atrial_mv is None:
+            wave += p_mv * np.exp(-0.5 * ((t - r + 0.16) / 0.02) ** 2)
         wave += 1.0 * np.exp(-0.5 * ((t - r) / 0.012) ** 2)
-        wave += 0.3 * np.exp(-0.5 * ((t - r - 0.28) / 0.04) ** 2)
+        wave += t_mv * np.exp(-0.5 * ((t - r - 0.28) / 0.04) ** 2)
+    wave += wander_mv * np.sin(2 * np.pi * 0.3 * t)
     angle = math.radians(axis_deg)
     projection = {"I": math.cos(angle), "II": math.cos(angle - math.radians(60)),
                   "III": math.cos(angle - math.radians(120)),
@@ -90,6 +127,52 @@ def test_frontal_axes_known_answer(axis_deg: float) -> None:
         value = getattr(measured, field)
         assert value is not None, (field, measured.unmeasured)
         assert abs((value - axis_deg + 180.0) % 360.0 - 180.0) <= 5.0, (field, value)
+
+
+# Known answers of the Gaussian beat: the onset and offset of a Gaussian wave of SD s lie
+# about 2.5 s either side of its centre, so QRS onset is R - 30 ms, P onset R - 210 ms
+# (PR 180 ms), T end R + 380 ms (QT 410 ms); the limits allow for the edge thresholds.
+KNOWN_PR_MS, KNOWN_QT_MS = 180.0, 410.0
+
+
+@pytest.mark.parametrize("p_mv", [0.15, 0.06], ids=["normal_p", "small_p"])
+def test_p_onset_known_answer_with_wander(p_mv: float) -> None:
+    """PR of a known beat is found within 25 ms, for a small P wave and under baseline wander."""
+    signal, _ = _dipole_ecg(60.0, p_mv=p_mv, wander_mv=0.3)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.pr_ms is not None, measured.unmeasured
+    assert abs(measured.pr_ms - KNOWN_PR_MS) <= 25.0, measured.pr_ms
+
+
+def test_f_wave_train_gives_no_pr() -> None:
+    """Atrial f-waves (5-7 Hz, drifting, as large as a P wave) give PR null with a reason."""
+    rng = np.random.default_rng(3)
+    t = np.arange(int(10 * FS_HZ)) / FS_HZ
+    frequency_hz = 6.0 + 0.8 * np.cumsum(rng.normal(0, 0.02, t.size)).clip(-1, 1)
+    f_waves = 0.12 * np.sin(2 * np.pi * np.cumsum(frequency_hz) / FS_HZ)
+    signal, _ = _dipole_ecg(60.0, rate_bpm=83.0, atrial_mv=f_waves)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.pr_ms is None and measured.p_axis_deg is None
+    assert measured.unmeasured["pr_ms"] in ("no_p_wave", "p_onset_not_found")
+    assert measured.qrs_ms is not None
+
+
+@pytest.mark.parametrize("t_mv", [0.3, 0.05], ids=["normal_t", "flat_t"])
+def test_flat_t_gives_qt_near_the_answer(t_mv: float) -> None:
+    """A normal or flat (0.05 mV) T wave gives a QT near the known one, not one far from it."""
+    signal, _ = _dipole_ecg(60.0, t_mv=t_mv)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.qt_ms is not None, measured.unmeasured
+    assert abs(measured.qt_ms - KNOWN_QT_MS) <= 40.0, measured.qt_ms
+
+
+def test_no_t_wave_gives_qt_null() -> None:
+    """Without a T wave, QT, QTc and the T axis are null (flat_t_wave), not a noise bump's end."""
+    signal, _ = _dipole_ecg(60.0, t_mv=0.0)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.qt_ms is None and measured.qtc_ms is None and measured.t_axis_deg is None
+    assert {measured.unmeasured[f] for f in ("qt_ms", "qtc_ms", "t_axis_deg")} == {"flat_t_wave"}
+    assert measured.qrs_ms is not None
 
 
 def test_two_leads_give_intervals_but_no_axes() -> None:

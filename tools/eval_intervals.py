@@ -14,8 +14,14 @@ Records whose number is divisible by 3 were never looked at while calibrating; b
 are reported. Also: heart rate against the rate from the lead II QRS marks (mean RR), and
 the QRS axis against LUDB's axis class (ludb.csv).
 
+``--cost`` times ``measure_intervals`` on every record against the plain per-lead
+``ecgfounder_loop`` preprocessing of ``tools/bench_preprocess.py`` (a baseline that never
+changes), call by call in the same run, and prints the ratio of the medians: the machine is
+shared, compare ratios. Run it with ``MALLOC_MMAP_THRESHOLD_=16777216
+MALLOC_TRIM_THRESHOLD_=67108864`` as bench_preprocess.py says.
+
 Usage: PYTHONPATH=. python tools/eval_intervals.py [--data DIR] [--neurokit] [--extremes]
-           [--markdown FILE] [--plot FILE.png]
+           [--markdown FILE] [--plot FILE.png] [--cost]
 """
 from __future__ import annotations
 
@@ -129,6 +135,28 @@ def ecgd_intervals(signal: np.ndarray, qtc_formula: str) -> Tuple[Dict[str, Opti
             measured.qrs_axis_deg)
 
 
+def cost_lines(signals: List[np.ndarray], repeats: int = 5) -> List[str]:
+    """Median ms per window of measure_intervals and of the per-lead ecgfounder_loop
+    baseline, timed alternately on the same records in this run, and their ratio."""
+    from bench_preprocess import ecgfounder_loop
+
+    peaks = [detect_r_peaks(signal, FS_HZ) for signal in signals]
+    ours: List[float] = []
+    baseline: List[float] = []
+    for _ in range(repeats):
+        for signal, r_peaks in zip(signals, peaks):
+            started = time.perf_counter()
+            measure_intervals(signal, r_peaks, FS_HZ, STANDARD_LEADS)
+            ours.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            ecgfounder_loop(signal)
+            baseline.append(time.perf_counter() - started)
+    ours_ms, baseline_ms = 1000.0 * float(np.median(ours)), 1000.0 * float(np.median(baseline))
+    return [f"measure_intervals: median {ours_ms:.2f} ms per 12 x 5000 window, "
+            f"{ours_ms / baseline_ms:.3f} x the per-lead ecgfounder_loop ({baseline_ms:.2f} ms) "
+            f"in the same run ({len(ours)} calls each)."]
+
+
 def summary(errors: Dict[str, List[float]], missed: Dict[str, int]) -> List[str]:
     cells = []
     for name in INTERVALS:
@@ -147,6 +175,8 @@ def main() -> None:
     parser.add_argument("--extremes", action="store_true")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--plot", type=Path, help="error distributions (matplotlib)")
+    parser.add_argument("--cost", action="store_true",
+                        help="time measure_intervals against bench_preprocess's baseline")
     args = parser.parse_args()
     started = time.perf_counter()
     names = [row.split("/")[-1] for row in (args.data / "ludb" / "RECORDS").read_text().split()]
@@ -164,9 +194,11 @@ def main() -> None:
     missed = {key: {name: 0 for name in INTERVALS} for key in errors}
     rate_errors: List[float] = []
     axis_hits: List[bool] = []
+    signals: List[np.ndarray] = []
     for record in names:
         base = str(args.data / "ludb" / "data" / record)
         signal = wfdb.rdrecord(base).p_signal.T.astype(np.float64)
+        signals.append(signal)
         annotations = {}
         for lead in LUDB_LEADS:
             ann = wfdb.rdann(base, lead)
@@ -200,8 +232,10 @@ def main() -> None:
                   f"{sum(e <= 5.0 for e in rate_errors)} of {len(rate_errors)} records "
                   f"(worst {worst:.1f} bpm).",
               f"QRS axis within LUDB's class (+-15 degrees): {sum(axis_hits)} of "
-              f"{len(axis_hits)} records with a class and an axis.",
-              f"\n({time.perf_counter() - started:.0f} s)"]
+              f"{len(axis_hits)} records with a class and an axis."]
+    if args.cost:
+        lines += [""] + cost_lines(signals)
+    lines.append(f"\n({time.perf_counter() - started:.0f} s)")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
