@@ -67,7 +67,8 @@ esac
 # What the root filesystem holds; a cached one built from another spec is rebuilt.
 if [[ $SUBSET == full ]]; then
   ROOTFS=$CACHE/bookworm-arm64
-  ROOTFS_SPEC="debootstrap bookworm arm64 minbase python3,python3-venv,ca-certificates"
+  # age: the independent decoder the seal tests check ecgd's reports against (as .ci/run).
+  ROOTFS_SPEC="debootstrap bookworm arm64 minbase python3,python3-venv,ca-certificates,age"
 else
   ROOTFS=$CACHE/bookworm-arm64-unpacked
   ROOTFS_SPEC="debootstrap --foreign bookworm arm64 minbase python3 (unpacked, unconfigured)"
