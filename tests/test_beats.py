@@ -124,6 +124,16 @@ def test_fast_rhythm_every_beat_found(rate_bpm: float) -> None:
     assert np.max(np.abs(detected - truth)) <= 15
 
 
+@pytest.mark.parametrize("fs_hz", [100.0, 250.0, 360.0, 1000.0])
+def test_every_beat_found_at_any_input_rate(fs_hz: float) -> None:
+    """From 100 to 1000 Hz input, every beat of a 220 bpm rhythm is found within 30 ms (the
+    QRS feature's rate follows the input's; at 100 Hz it must not drop to 33 Hz)."""
+    leads, truth = synthetic_ecg(220.0, fs_hz=fs_hz)
+    detected = detect_r_peaks(leads, fs_hz)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 0.03 * fs_hz
+
+
 def test_small_beats_in_a_fast_rhythm_are_found_again() -> None:
     """At 210 bpm, every 4th QRS at 40 % of the others' amplitude is still found: it falls
     under the threshold and inside the T-wave window, so only the search-back recovers it."""
@@ -131,3 +141,76 @@ def test_small_beats_in_a_fast_rhythm_are_found_again() -> None:
     detected = detect_r_peaks(leads, 500.0)
     assert detected.size == truth.size
     assert np.max(np.abs(detected - truth)) <= 15
+
+
+def test_tall_t_waves_are_not_beats() -> None:
+    """T waves as tall as the R wave (hyperacute, hyperkalaemia) are not taken as beats."""
+    leads, truth = synthetic_ecg(75.0, seed=1)
+    rr_s = 60.0 / 75.0
+    t_s = np.arange(leads.shape[1]) / 500.0
+    tall_t = sum(1.0 * np.exp(-0.5 * ((t_s - r / 500.0 - 0.3 * rr_s) / 0.04) ** 2)
+                 for r in truth)
+    detected = detect_r_peaks(leads + _SYNTHETIC_LEAD_GAINS[:, np.newaxis] * tall_t, 500.0)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 15
+
+
+def test_a_step_in_one_lead_of_twelve_is_not_a_beat() -> None:
+    """An electrode artefact (a 3 mV step) in one lead between two beats is no beat."""
+    leads, truth = synthetic_ecg(60.0, seed=2)
+    between = int((truth[4] + truth[5]) // 2)
+    leads[7, between:] += 3.0
+    detected = detect_r_peaks(leads, 500.0)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 15
+
+
+def test_pacemaker_spikes_are_not_beats() -> None:
+    """Pacemaker spikes (one sample, 5 mV, on every lead) 40 ms before each QRS and alone in
+    the middle of each RR interval are not beats; the paced QRS complexes are."""
+    leads, truth = synthetic_ecg(70.0, seed=3)
+    leads[:, truth - 20] += 5.0
+    leads[:, (truth[:-1] + truth[1:]) // 2] += 5.0
+    detected = detect_r_peaks(leads, 500.0)
+    assert detected.size == truth.size
+    assert np.max(np.abs(detected - truth)) <= 15
+
+
+def test_wide_premature_ectopic_beat_stays_and_its_tail_is_no_beat() -> None:
+    """A premature wide ventricular beat (160 ms, other polarity, followed by a compensatory
+    pause) is one beat: found, and neither its broad tail nor its T wave counts again."""
+    fs_hz = 500.0
+    leads, truth = synthetic_ecg(60.0, seed=4)
+    t_s = np.arange(leads.shape[1]) / fs_hz
+    ectopic_s = (truth[4] + 0.55 * (truth[5] - truth[4])) / fs_hz
+    wide = (-1.6 * np.exp(-0.5 * ((t_s - ectopic_s) / 0.035) ** 2)
+            + 0.9 * np.exp(-0.5 * ((t_s - ectopic_s - 0.09) / 0.03) ** 2)
+            + 0.6 * np.exp(-0.5 * ((t_s - ectopic_s - 0.3) / 0.07) ** 2))
+    leads += np.abs(_SYNTHETIC_LEAD_GAINS)[:, np.newaxis] * wide
+    # The compensatory pause: the sinus beat after the ectopic one is not conducted.
+    expected = np.sort(np.concatenate([np.delete(truth, 5), [round(ectopic_s * fs_hz)]]))
+    leads -= _SYNTHETIC_LEAD_GAINS[:, np.newaxis] * _beat_at(t_s, truth[5] / fs_hz)
+    detected = detect_r_peaks(leads, fs_hz)
+    assert detected.size == expected.size
+    assert np.max(np.abs(detected - expected)) <= 30
+
+
+def _beat_at(t_s: np.ndarray, r_s: float) -> np.ndarray:
+    """The Q-R-S triplet of :func:`synthetic_ecg` at ``r_s`` (to take one beat out)."""
+    return sum(a * np.exp(-0.5 * ((t_s - r_s - o) / w) ** 2)
+               for o, w, a in ((-0.025, 0.008, -0.15), (0.0, 0.01, 1.2), (0.025, 0.008, -0.3)))
+
+
+def test_mitdb_119_wide_beats_tails_are_not_beats(shared_data: Path) -> None:
+    """In the first minute of MIT-BIH 119 (ventricular bigeminy) every one of the 65 beats is
+    found and nothing else: the shoulder after a wide beat, in its compensatory pause, was
+    taken by search-back as a beat (twice in this minute before the dip rule)."""
+    n = 60 * 360
+    base = str(shared_data / "mitdb" / "119")
+    signals = wfdb.rdrecord(base, sampto=n).p_signal.T
+    annotation = wfdb.rdann(base, "atr", sampto=n)
+    reference = np.array([s for s, sym in zip(annotation.sample, annotation.symbol)
+                          if sym in eval_beats.BEAT_SYMBOLS])
+    detected = detect_r_peaks(signals, 360.0)
+    assert eval_beats.matched(reference, detected, int(TOLERANCE_S * 360)) == reference.size
+    assert detected.size == reference.size

@@ -1,7 +1,8 @@
 """R-peak detection on the MIT-BIH records of ../shared/data: whole records and 10-s windows.
 
 For every record (all 30 min, every beat annotation, 150 ms matching as in ANSI/AAMI EC57)
-prints sensitivity (Se) and positive predictivity (+P) of:
+prints sensitivity (Se) and positive predictivity (+P), and the gross totals over the
+calibration records, the held-out records and all of them, of:
 - ecgd on the whole record (both leads, 360 Hz);
 - ecgd as the pipeline runs it: 10-s windows, each cut with 2 s of context, resampled to
   500 Hz (``ecgd.signal.chain.cut_window``), peaks inside the window kept;
@@ -17,7 +18,7 @@ import argparse
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 import numpy as np
 import wfdb
@@ -26,8 +27,11 @@ from ecgd.records.recording import Recording
 from ecgd.signal.beats import detect_r_peaks
 from ecgd.signal.chain import WindowLayout, cut_window
 
-RECORDS = ("100", "101", "103", "105", "106", "108", "109", "111", "114", "116", "118",
-           "119", "200")
+# The detector's rules and constants were calibrated on CALIBRATION only; HELD_OUT was not
+# looked at until they were fixed. Hard records (noise, ventricular ectopy) are on both sides.
+CALIBRATION = ("100", "101", "105", "108", "109", "111", "114", "119")
+HELD_OUT = ("103", "106", "116", "118", "200")
+RECORDS = tuple(sorted(CALIBRATION + HELD_OUT))
 BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 FS_HZ = 360.0
 MODEL_FS_HZ = 500.0
@@ -87,7 +91,8 @@ def neurokit_detector() -> Callable[[np.ndarray], np.ndarray]:
     return detect
 
 
-def evaluate(data: Path, use_neurokit: bool) -> Tuple[List[str], Dict[str, List[int]]]:
+def evaluate(data: Path, use_neurokit: bool) -> List[str]:
+    """The table's lines: one row per record, then the gross totals per part."""
     methods: Dict[str, Callable[[np.ndarray, str], np.ndarray]] = {
         "ecgd, whole record": lambda x, _: detect_r_peaks(x, FS_HZ),
         "ecgd, pipeline windows (2 s context)": lambda x, _: pipeline_windows(x, 2.0),
@@ -99,7 +104,8 @@ def evaluate(data: Path, use_neurokit: bool) -> Tuple[List[str], Dict[str, List[
         methods["neurokit2 (MLII), whole record"] = lambda x, lead: nk_detect(x[lead])
         methods["neurokit2 (MLII), lone 10-s windows"] = lambda x, lead: lone_windows(
             nk_detect, x[lead])
-    totals = {name: [0, 0, 0] for name in methods}
+    parts = {"calibration": CALIBRATION, "held out": HELD_OUT, "all": RECORDS}
+    totals = {part: {name: [0, 0, 0] for name in methods} for part in parts}
     lines = ["| record | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     tolerance = int(TOLERANCE_S * FS_HZ)
     for record in RECORDS:
@@ -118,15 +124,20 @@ def evaluate(data: Path, use_neurokit: bool) -> Tuple[List[str], Dict[str, List[
             ref = reference[reference < end] if windowed else reference
             det = detected[detected < end] if windowed else detected
             hits = matched(ref, det, tolerance)
-            totals[name][0] += hits
-            totals[name][1] += ref.size
-            totals[name][2] += det.size
+            for part, members in parts.items():
+                if record in members:
+                    counts = totals[part][name]
+                    counts[0] += hits
+                    counts[1] += ref.size
+                    counts[2] += det.size
             cells.append(f"{100 * hits / ref.size:.2f} / {100 * hits / max(det.size, 1):.2f}")
         lines.append(f"| {record} | " + " | ".join(cells) + " |")
-    lines.append("| **all (gross)** | " + " | ".join(
-        f"**{100 * t[0] / t[1]:.2f} / {100 * t[0] / t[2]:.2f}**" for t in totals.values())
-        + " |")
-    return lines, totals
+    for part, members in parts.items():
+        label = part if part == "all" else f"{part} ({' '.join(members)})"
+        lines.append(f"| **{label} (gross)** | " + " | ".join(
+            f"**{100 * t[0] / t[1]:.2f} / {100 * t[0] / t[2]:.2f}**"
+            for t in totals[part].values()) + " |")
+    return lines
 
 
 def main() -> None:
@@ -136,7 +147,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     started = time.perf_counter()
-    lines, _ = evaluate(args.data, args.neurokit)
+    lines = evaluate(args.data, args.neurokit)
     text = "Se / +P in % (150 ms):\n\n" + "\n".join(lines) + \
         f"\n\n({time.perf_counter() - started:.0f} s)"
     print(text)

@@ -2,7 +2,8 @@
 
 The detector combines all leads it is given (12, or the 1-2 of a Holter record):
 
-1. Per lead, excursions narrower than 10 ms (pacemaker spikes) are flattened, and the QRS
+1. Per lead, the signal is brought near ``FEATURE_FS_HZ`` (125 Hz) by the mean of each
+   group of samples without its extremes, which also drops pacemaker spikes; the QRS
    band (5-20 Hz, zero-phase) is differentiated, squared and integrated over
    150 ms (Pan-Tompkins), then divided by its local QRS level (the median of 2-s block maxima
    over 10 s) and capped at twice that level, so one large lead or one artefact does not
@@ -15,10 +16,16 @@ The detector combines all leads it is given (12, or the 1-2 of a Holter record):
    the way from the recent noise level to the recent QRS level (medians of the last 8 of
    each); a peak within 360 ms of a beat whose slope is under half that beat's is a T wave;
    when no beat came for 1.5 recent RR intervals, the highest peak in the gap above half the
-   threshold is taken (search-back). The pass runs twice: the second starts from the levels
+   threshold is taken (search-back). A peak the feature does not fall below
+   ``_VALLEY_FRACTION`` of the lower of it and the last beat to reach is the same complex as
+   that beat (a wide ventricular beat's tail, its T wave, a noise burst riding on it): only
+   the higher of the two stays a beat. Two QRS complexes are always parted by an ST segment
+   where the QRS band is quiet; without this rule search-back took the shoulder after a wide
+   beat in its compensatory pause. The pass runs twice: the second starts from the levels
    and the RR interval the first learnt, so the first seconds of a lone window are judged
    like the rest and one premature beat does not trigger a search-back.
-4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms.
+4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms, between
+   feature samples by a parabola, and mapped back to the input rate.
 
 The detector is pure: any context around a window (its neighbours in a file) is the caller's
 choice; peaks in a context margin are the caller's to drop.
@@ -37,6 +44,7 @@ from ecgd.signal.preprocess import ZeroPhaseFilter, row_means
 
 QRS_BAND_HZ = (5.0, 20.0)
 REFRACTORY_S = 0.2
+FEATURE_FS_HZ = 125.0        # the QRS feature's rate: Pan-Tompkins ran at 200 Hz
 _INTEGRATION_S = 0.15
 _BLOCK_S = 2.0
 _LEVEL_BLOCKS = 5            # median over this many 2-s blocks centred on each block
@@ -48,8 +56,7 @@ _SEARCHBACK_FRACTION = 0.5   # of the threshold
 _T_WAVE_WINDOW_S = 0.36
 _T_WAVE_SLOPE_FRACTION = 0.5
 _REFINE_S = 0.08
-_FLOOR_STEP = 5
-_SPIKE_S = 0.01
+_VALLEY_FRACTION = 0.65     # of the lower peak: the dip that parts two complexes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,25 +112,42 @@ def _interpolation_matrix(n_blocks: int, block: int, n: int) -> np.ndarray:
     return matrix
 
 
-def _without_spikes(x: np.ndarray, fs_hz: float) -> np.ndarray:
-    """``x`` with every excursion narrower than ``_SPIKE_S`` flattened (a grey opening then
-    closing): pacemaker spikes are 0.5-2 ms wide and would otherwise count as beats, a QRS
-    is at least 40 ms wide and keeps its shape."""
-    width = max(1, int(round(_SPIKE_S * fs_hz)) | 1)
-    if width < 3:
-        return np.array(x, dtype=np.float64)
-    return ndimage.grey_closing(ndimage.grey_opening(x, size=(1, width)), size=(1, width))
+def _spike_free_decimation(x: np.ndarray, group: int, stride: int) -> np.ndarray:
+    """``x`` ``[leads, n]`` reduced to one value per ``stride`` samples: the mean of the
+    ``group`` (>= 3) samples from there without their highest and their lowest.
+
+    Dropping the extremes removes any excursion one sample wide (a pacemaker spike is
+    0.5-2 ms, at most one sample up to 500 Hz, and would otherwise count as a beat), the mean
+    is the anti-alias low-pass, and every later stage works on ``stride`` times fewer samples.
+    A QRS (>= 40 ms) spans several groups and keeps its shape.
+    """
+    n_groups = (x.shape[1] - group) // stride + 1
+    span = (n_groups - 1) * stride + 1
+    phases = [x[:, phase:phase + span:stride] for phase in range(group)]
+    total = np.add.reduce(phases)
+    total -= np.maximum.reduce(phases)
+    total -= np.minimum.reduce(phases)
+    total *= 1.0 / (group - 2)
+    return total
+
+
+def _decimation(fs_hz: float) -> Tuple[int, int]:
+    """(group, stride) for :func:`_spike_free_decimation`: groups of about
+    ``fs_hz / FEATURE_FS_HZ`` samples side by side; below 375 Hz, where that is under 3,
+    groups of 3 at every sample (a running median of 3), keeping the rate."""
+    group = int(round(fs_hz / FEATURE_FS_HZ))
+    return (group, group) if group >= 3 else (3, 1)
 
 
 def _lead_evidence(x: np.ndarray, fs_hz: float
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per lead ``[leads, n]``: the normalised envelope, the weight, and the squared slope
-    and squared amplitude of the QRS band divided by the local QRS level.
+    """Per lead ``[leads, n]`` at ``fs_hz`` (the feature rate): the normalised envelope, the
+    weight, and the squared slope and squared amplitude of the QRS band divided by the
+    local QRS level.
 
     Weights sum to 1 over the leads at every sample (0 everywhere when no lead varies).
     """
-    centered = _without_spikes(x - x[:, :1], fs_hz)
-    centered -= row_means(centered)
+    centered = x - row_means(x)
     band = _qrs_filter(float(fs_hz))(centered)
     slope_energy = np.gradient(band, axis=-1)
     np.square(slope_energy, out=slope_energy)
@@ -133,9 +157,7 @@ def _lead_evidence(x: np.ndarray, fs_hz: float
     blocks = _block_values(envelopes, block)
     size = (1, min(_LEVEL_BLOCKS, blocks.shape[1]))
     level = ndimage.median_filter(blocks.max(axis=2), size=size, mode="nearest")
-    # The envelope is smooth (150-ms integration): every 5th sample gives the same median.
-    floor = ndimage.median_filter(np.median(blocks[:, :, ::_FLOOR_STEP], axis=2), size=size,
-                                  mode="nearest")
+    floor = ndimage.median_filter(np.median(blocks, axis=2), size=size, mode="nearest")
     tiny = np.finfo(np.float64).tiny
     peakiness = np.where(floor > 0, level / np.maximum(floor, tiny), 0.0)
     share = peakiness / np.maximum(peakiness.sum(axis=0, keepdims=True), tiny)
@@ -155,22 +177,39 @@ def detect_beats(window_mv: np.ndarray, fs_hz: float) -> BeatDetection:
     """
     x = np.atleast_2d(np.asarray(window_mv, dtype=np.float64))
     n = x.shape[-1]
-    refractory = max(1, int(round(REFRACTORY_S * fs_hz)))
+    group, stride = _decimation(fs_hz)
+    feature_fs_hz = fs_hz / stride
+    refractory = max(1, int(round(REFRACTORY_S * feature_fs_hz)))
     # The band-pass pads 3 * (2 * sections + 1) samples; shorter input has no beat to find anyway.
-    if n <= 3 * refractory:
+    if (n - group) // stride < 3 * refractory:
         return BeatDetection(np.zeros(0, dtype=np.int64), np.zeros(x.shape))
-    envelopes, weights, slope_energy, amplitude = _lead_evidence(x, fs_hz)
+    envelopes, weights, slope_energy, amplitude = _lead_evidence(
+        _spike_free_decimation(x, group, stride), feature_fs_hz)
+    lead_envelopes = _at_input_rate(envelopes, group, stride, n)
     feature = np.sqrt(np.einsum("ij,ij->j", weights, envelopes))
     candidates, _ = signal.find_peaks(feature, distance=refractory)
     if candidates.size == 0:
-        return BeatDetection(np.zeros(0, dtype=np.int64), envelopes)
+        return BeatDetection(np.zeros(0, dtype=np.int64), lead_envelopes)
     slope = np.einsum("ij,ij->j", weights, slope_energy)
-    classifier = _Classifier(feature, slope, candidates, fs_hz)
+    classifier = _Classifier(feature, slope, candidates, feature_fs_hz)
     beats = classifier.run(*classifier.initial_levels())
     beats = classifier.run(*classifier.learnt_levels(beats))
     combined_amplitude = np.einsum("ij,ij->j", weights, amplitude)
-    return BeatDetection(_refine(combined_amplitude, beats, int(round(_REFINE_S * fs_hz))),
-                         envelopes)
+    peaks = _refine(combined_amplitude, beats, int(round(_REFINE_S * feature_fs_hz)))
+    # Group g holds input samples g * stride .. g * stride + group - 1.
+    at_input = np.clip(np.round(peaks * stride + (group - 1) / 2.0), 0, n - 1)
+    return BeatDetection(np.unique(at_input.astype(np.int64)), lead_envelopes)
+
+
+def _at_input_rate(rows: np.ndarray, group: int, stride: int, n: int) -> np.ndarray:
+    """Feature-rate ``rows`` ``[leads, m]`` back at the input rate ``[leads, n]``: each
+    value held over ``stride`` samples from its group's centre on, the first and last
+    values over the samples before and after."""
+    held = np.repeat(rows, stride, axis=1)
+    lead_in = (group - 1) // 2
+    tail = max(0, n - lead_in - held.shape[1])
+    return np.concatenate([np.repeat(held[:, :1], lead_in, axis=1), held[:, :n - lead_in],
+                           np.repeat(held[:, -1:], tail, axis=1)], axis=1)
 
 
 def detect_r_peaks(window_mv: np.ndarray, fs_hz: float) -> np.ndarray:
@@ -219,6 +258,7 @@ class _Classifier:
         noise_heights = [noise_level] * _HISTORY_BEATS
         beats: List[int] = []
         beat_steepness: List[float] = []
+        beat_heights: List[float] = []
         rr: List[float] = list(rr_history)
         since_beat: List[Tuple[int, float, float]] = []  # peaks rejected since the last beat
 
@@ -227,11 +267,22 @@ class _Classifier:
                 rr.append(sample - beats[-1])
             beats.append(sample)
             beat_steepness.append(steepness)
+            beat_heights.append(height)
             qrs_heights.append(height)
             del qrs_heights[0]
             since_beat.clear()
 
         for sample, height, steepness in zip(self.candidates, self.heights, self.steepness):
+            if beats and self.feature[beats[-1]:sample].min() > _VALLEY_FRACTION * min(
+                    height, beat_heights[-1]):
+                if height <= beat_heights[-1]:
+                    continue
+                # This peak is the complex's main one: the last beat was its edge.
+                beats.pop()
+                beat_heights.pop()
+                beat_steepness.pop()
+                if beats:
+                    rr.pop()  # the interval that ended at the dropped beat
             noise_level = statistics.median(noise_heights)
             threshold = noise_level + _THRESHOLD_FRACTION * (
                 statistics.median(qrs_heights) - noise_level)
@@ -256,14 +307,22 @@ class _Classifier:
 
 
 def _refine(amplitude: np.ndarray, beats: List[int], radius: int) -> np.ndarray:
-    """Move each beat to the largest ``amplitude`` within ``radius`` samples."""
+    """Each beat moved to the largest ``amplitude`` within ``radius`` samples, between
+    samples where a parabola through that maximum and its neighbours peaks (the feature rate
+    is coarse: 8 ms at 125 Hz). Fractional sample positions, float64, sorted."""
     if not beats:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0)
     peaks = np.asarray(beats, dtype=np.intp)
-    padded = np.concatenate([np.full(radius, -np.inf), amplitude, np.full(radius, -np.inf)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)[peaks]
-    refined = peaks + np.argmax(windows, axis=1) - radius
-    return np.unique(refined).astype(np.int64)
+    padded = np.concatenate([np.full(radius + 1, -np.inf), amplitude,
+                             np.full(radius + 1, -np.inf)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)[peaks + 1]
+    best = peaks + np.argmax(windows, axis=1) - radius
+    left, centre, right = (padded[best + radius + 1 + shift] for shift in (-1, 0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        curvature = left - 2.0 * centre + right
+        offset = np.where(np.isfinite(curvature) & (curvature < 0),
+                          0.5 * (left - right) / curvature, 0.0)
+    return np.sort(best + np.clip(offset, -0.5, 0.5))
 
 
 def rhythm_measurements(r_peaks: np.ndarray, fs_hz: float) -> Dict[str, Any]:
