@@ -6,9 +6,10 @@ It drives only the CLI: ``ecgd keygen``, ``ecgd run`` under a real NOTIFY_SOCKET
 suite's datagram listener), ``ecgd decrypt``.
 
 1. Start ``ecgd run``; wait for READY=1.
-2. Drop the first recording (renamed into ``incoming/``); wait until it is in ``done/``.
-3. Drop the second recording, wait until the daemon has claimed it, send SIGTERM at once:
-   the daemon must send STOPPING=1, finish that input, seal its reports and exit 0.
+2. If given, drop ``--idle-drop`` (renamed into ``incoming/``); wait until it is in ``done/``.
+3. Drop ``--drain-drop``, wait until the daemon has claimed it (no file of it left in
+   ``incoming/``), send SIGTERM at once: the daemon must send STOPPING=1, finish that
+   input into ``done/``, seal its reports and exit 0.
 4. Decrypt every report with the private key: the report ids must be those that
    ``ecgd analyze`` gave for the same files on x86 (``--expected``, JSON Lines), with the
    same QC verdicts.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -37,6 +39,11 @@ CONFIG_TEMPLATE = """\
 [model]
 manifest = "{manifest}"
 threads = 2
+
+[limits]
+# Emulation runs 10-100x slower than a Pi: the default budget (60 s to prepare one input)
+# would fail a 3-window recording for being slow under emulation, not for being hostile.
+input_time_budget_s = 3600.0
 
 [spool]
 dir = "spool/incoming"
@@ -67,8 +74,19 @@ def drop(recording_files: Sequence[Path], incoming: Path) -> None:
         os.rename(hidden, incoming / source.name)
 
 
-def run_cli(ecgd: str, args: List[str], cwd: Path) -> str:
-    completed = subprocess.run([ecgd, *args], cwd=cwd, capture_output=True, text=True)
+def spool_state(spool: Path, recording_files: Sequence[Path]) -> str:
+    """Where each file of a recording is now, and the reason of any error file (the check's
+    own recordings: their names may be printed)."""
+    places = [f"{path.relative_to(spool)}" for source in recording_files
+              for path in sorted(spool.rglob(source.name))]
+    reasons = [json.loads(path.read_text(encoding="utf-8"))["reason"]
+               for path in sorted((spool / "failed").rglob("*.error.json"))]
+    return (f"its files: {', '.join(places) or 'none in the spool'}"
+            + "".join(f"; failed: {reason}" for reason in reasons))
+
+
+def run_cli(ecgd: List[str], args: List[str], cwd: Path) -> str:
+    completed = subprocess.run([*ecgd, *args], cwd=cwd, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"ecgd {args[0]} exited {completed.returncode}: {completed.stderr.strip()}")
     return completed.stdout
@@ -85,14 +103,15 @@ def expected_verdicts(expected_path: Path) -> Dict[str, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ecgd", required=True, help="the installed ecgd entry point")
+    parser.add_argument("--ecgd", required=True, type=shlex.split,
+                        help="the installed ecgd command (e.g. 'VENV/bin/python -m ecgd')")
     parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--first", required=True, type=Path, nargs="+",
-                        help="files of the recording dropped while the daemon is idle")
-    parser.add_argument("--second", required=True, type=Path, nargs="+",
-                        help="files of the recording dropped just before SIGTERM")
+    parser.add_argument("--idle-drop", type=Path, nargs="+", default=[],
+                        help="files of a recording dropped and finished while idle")
+    parser.add_argument("--drain-drop", required=True, type=Path, nargs="+",
+                        help="files of the recording in hand at SIGTERM")
     parser.add_argument("--expected", required=True, type=Path,
-                        help="x86 `ecgd analyze` reports of both recordings (JSON Lines)")
+                        help="x86 `ecgd analyze` reports of the dropped recordings (JSON Lines)")
     parser.add_argument("--timeout-s", type=float, default=900.0)
     args = parser.parse_args()
 
@@ -113,7 +132,7 @@ def main() -> int:
     log_path = workdir / "daemon.log"
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path))
     with open(log_path, "wb") as log_file:
-        daemon = subprocess.Popen([args.ecgd, "run", "--config", str(config)], cwd=workdir,
+        daemon = subprocess.Popen([*args.ecgd, "run", "--config", str(config)], cwd=workdir,
                                   stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
         wait_for(lambda: notify.has("READY", "1") or daemon.poll() is not None,
@@ -123,24 +142,31 @@ def main() -> int:
                              + log_path.read_text(errors="replace"))
         print("daemon: READY=1")
         done = workdir / "spool/done"
-        drop(args.first, workdir / "spool/incoming")
-        wait_for(lambda: all((done / f.name).exists() for f in args.first), args.timeout_s,
-                 "the first recording in done/")
-        print(f"daemon: first recording sealed, {len(list_reports(workdir / 'reports'))} reports")
+        incoming = workdir / "spool/incoming"
+        if args.idle_drop:
+            drop(args.idle_drop, incoming)
+            wait_for(lambda: all((done / f.name).exists() for f in args.idle_drop),
+                     args.timeout_s, "the idle drop in done/")
+            print(f"daemon: idle drop sealed, {len(list_reports(workdir / 'reports'))} reports")
 
-        drop(args.second, workdir / "spool/incoming")
-        processing = workdir / "spool/processing"
-        wait_for(lambda: any(processing.iterdir()) or all(
-            (done / f.name).exists() for f in args.second), args.timeout_s,
-            "the second recording claimed")
-        in_hand = any(processing.iterdir())
+        drop(args.drain_drop, incoming)
+        # Claimed = no file of it left in incoming/ (the claim moves them all, in the
+        # daemon's prepare thread, which finishes a claim it has begun even after SIGTERM).
+        # Not "processing/ is not empty": the idle drop's claim folder is removed only
+        # after its files reached done/, so that would also hold before this one is taken.
+        wait_for(lambda: not any((incoming / f.name).exists() for f in args.drain_drop),
+                 args.timeout_s, "the drain drop claimed")
+        in_hand = not all((done / f.name).exists() for f in args.drain_drop)
         daemon.send_signal(signal.SIGTERM)
         exit_code = daemon.wait(args.timeout_s)
         if exit_code != 0 or not notify.has("STOPPING", "1"):
             raise SystemExit(f"daemon after SIGTERM: exit {exit_code}, STOPPING=1 "
                              f"{notify.has('STOPPING', '1')}:\n" + log_path.read_text(errors="replace"))
-        if not all((done / f.name).exists() for f in args.second) or any(processing.iterdir()):
-            raise SystemExit("SIGTERM: the input in hand was not finished into done/")
+        processing = workdir / "spool/processing"
+        if not all((done / f.name).exists() for f in args.drain_drop) or any(processing.iterdir()):
+            raise SystemExit("SIGTERM: the input in hand was not finished into done/; "
+                             + spool_state(workdir / "spool", args.drain_drop)
+                             + "\ndaemon log:\n" + log_path.read_text(errors="replace"))
         print(f"daemon: SIGTERM -> STOPPING=1, exit 0; input in hand at SIGTERM: "
               f"{'yes, drained' if in_hand else 'no (finished before the signal)'}")
     finally:
