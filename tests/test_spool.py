@@ -153,6 +153,22 @@ def test_wfdb_header_waits_for_its_data_file(make_spool, spool_config, shared_da
     assert spool.next_ready(SETTLE_S * 3) is None  # the .mat is never an input of its own
 
 
+def test_ptb_xyz_signal_file_dropped_first_waits_for_its_header(make_spool, spool_config,
+                                                                shared_data):
+    """A PTB .xyz (Frank leads) settled long before its header is not failed as an
+    unsupported format: it waits, and the record travels whole."""
+    spool = make_spool()
+    record = shared_data / "ptbdb" / "s0010_re"
+    drop(spool_config.dir, "s0010_re.xyz", record.with_suffix(".xyz").read_bytes())
+    assert spool.next_ready(SETTLE_S * 5) is None
+    assert error_files(spool_config.failed_dir) == []
+    drop(spool_config.dir, "s0010_re.dat", record.with_suffix(".dat").read_bytes())
+    drop(spool_config.dir, "s0010_re.hea", record.with_suffix(".hea").read_bytes())
+    item = spool.next_ready(20)
+    assert item is not None and item.primary.name == "s0010_re.hea"
+    assert sorted(path.name for path in item.companions) == ["s0010_re.dat", "s0010_re.xyz"]
+
+
 def test_wfdb_header_whose_data_never_arrives_goes_to_failed(make_spool, spool_config,
                                                               shared_data):
     """After wfdb_wait_s a lone header lands in failed_dir with a durable error.json."""

@@ -18,7 +18,7 @@ hidden name beside it or from another folder, both atomic, so ready at once), or
 its size and mtime have been stable for ``settle_s`` without inotify having seen a write in
 progress (files written over NFS, or while ecgd was down). A file seen being written but never
 closed (close event lost) is taken once stable for ``wfdb_wait_s``. A WFDB header waits for
-every data file it names for ``wfdb_wait_s``; a ``.dat``/``.mat`` no header names is failed
+every data file it names for ``wfdb_wait_s``; a ``.dat``/``.mat``/``.xyz`` no header names is failed
 after the same time.
 
 Names dropped by vendors may hold patient identifiers: they are never logged (logs carry
@@ -72,7 +72,9 @@ from ecgd.security.pseudonym import NAME_HASH_HEX, hash_name, redact_names
 
 ERROR_SUFFIX = ".error.json"
 _IGNORED_SUFFIXES = (".tmp", ".part", ERROR_SUFFIX)
-_WFDB_DATA_SUFFIXES = (".dat", ".mat")
+# WFDB signal files ecgd never reads without a header: MIT .dat, WFDB-MATLAB .mat (CinC),
+# PTB's .xyz (Frank leads). Each waits for a header naming it, whatever the drop order.
+_WFDB_DATA_SUFFIXES = (".dat", ".mat", ".xyz")
 _MAX_NAME_BYTES = 255
 # write_durable writes NAME.error.json under a temporary ".NAME.error.json.<16 hex>.tmp".
 _ERROR_STEM_MAX_BYTES = _MAX_NAME_BYTES - len(ERROR_SUFFIX) - len("..0123456789abcdef.tmp")
