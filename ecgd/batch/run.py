@@ -354,9 +354,6 @@ class Committer:
         self._pending, self._pending_keys, self._pending_rows = [], set(), 0
         self._last_commit = time.monotonic()
 
-    def pending_inputs(self) -> int:
-        return len(self._pending)
-
 
 def describe_run(run: RunFolder) -> str:
     """One line on what the run folder holds now."""

@@ -352,11 +352,6 @@ class Spool:
             self._ready_changed.notify_all()
         self._set_wake()
 
-    def pending_count(self) -> int:
-        """Inputs in the spool dir not yet claimed (files, a WFDB record counting each file)."""
-        with self._lock:
-            return len(self._entries)
-
     def ready_count(self) -> int:
         """Inputs ready and waiting for ``next_ready`` (queue depth)."""
         with self._lock:
