@@ -48,11 +48,21 @@ ARM64_EXCLUDED_TESTS=(
   tests/test_daemon_serial.py
   tests/test_serial_source.py
   tests/test_simulate.py
-  # Cost: they run the full-size network dozens of times, and one window costs 30-45 s of
-  # emulation here. The analyze parity below runs the same model code on the fixed set.
+  # Timing, seen failing under emulation: the probe's supervisor plays systemd's
+  # WatchdogSec=10 and restarts a daemon silent for 10 s, which one full-size window (5-6 s
+  # here) and a long input in hand exceed (one start more than the kills it made); the
+  # full-disk test waits 60 s for five recordings to be done while simulated live windows
+  # arrive at 20x real time, each one 5-6 s of inference here.
+  tests/test_daemon_probe.py
+  tests/test_daemon_retention.py
+  # Cost, and covered below on arm64 against x86 field by field: test_analyze runs
+  # `ecgd analyze` on every shared file (27 s natively; one full-size window costs 5-6 s of
+  # emulation on a quiet machine, 30-45 s on a loaded one) and ~40 more times, which the
+  # analyze parity (every format, FP32 and INT8) covers; test_model_quantize calibrates an
+  # INT8 model (10 s natively), which the INT8 parity runs on arm64. test_model_session
+  # (batched against single-window logits, the labels' sha256) runs: six windows.
   tests/test_analyze.py
   tests/test_model_quantize.py
-  tests/test_model_session.py
   # systemd-analyze checks the unit file's text (architecture-independent); the root
   # filesystem has no systemd.
   tests/test_systemd_unit.py
