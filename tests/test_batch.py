@@ -302,3 +302,46 @@ def test_analyse_inputs_keeps_order_and_batches_across_inputs(tmp_path, shared_d
             probabilities = [name for name in names if name.startswith("prob_")]
             assert probabilities and row[probabilities[0]] is not None
             assert max(abs(row[name] - alone_row[name]) for name in probabilities) <= 1e-6
+
+
+def test_ctrl_c_during_a_shard_commit_finishes_that_shard_first(tmp_path, shared_data,
+                                                               tiny_manifest,
+                                                               monkeypatch) -> None:
+    """A real SIGINT that arrives while a shard is published (after its ledger row) is
+    raised only once the shard is whole; the commit the interrupted batch makes on its way
+    out then has nothing left to do. Before, the shard stayed pending, was written again
+    and the ledger refused it (exit 74 instead of 130, seen as a flaky Ctrl-C test)."""
+    import ecgd.batch.run as run_module
+    from ecgd.batch.run import Committer, open_run, run_identity
+    from ecgd.batch.work import CommittedKeys, WorkSettings, analyse_inputs
+    from ecgd.config import Config
+    from ecgd.model.manifest import load_manifest
+    from ecgd.model.session import ModelSession
+
+    inputs = write_window_archive(shared_data, tmp_path / "in", 3)
+    config = Config()
+    settings = WorkSettings(config.window, config.qc, config.measurements,
+                            config.preprocess.mains_hz, config.limits.max_input_bytes,
+                            config.limits.max_input_samples, 3, None)
+    manifest = load_manifest(tiny_manifest)
+    analyzer = settings.analyzer(ModelSession.open(tiny_manifest, 1))
+    results = analyse_inputs(inputs, analyzer, settings, CommittedKeys([]))
+    out = tmp_path / "out"
+    run = open_run(out, run_identity([tmp_path / "in"], "jsonl", manifest, settings),
+                   manifest.labels, False)
+    committer = Committer(run, shard_windows=1000)
+    for result in results:
+        committer.add(result)
+    real_fsync_directory = run_module.fsync_directory
+
+    def ctrl_c_while_publishing(folder):
+        os.kill(os.getpid(), signal.SIGINT)
+        real_fsync_directory(folder)
+
+    monkeypatch.setattr(run_module, "fsync_directory", ctrl_c_while_publishing)
+    with pytest.raises(KeyboardInterrupt):
+        committer.commit()
+    monkeypatch.setattr(run_module, "fsync_directory", real_fsync_directory)
+    committer.commit()  # what `ecgd batch` does on its way out after Ctrl-C
+    run.close()
+    assert_exactly_once(run_folder(out), len(inputs))

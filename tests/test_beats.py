@@ -214,3 +214,21 @@ def test_mitdb_119_wide_beats_tails_are_not_beats(shared_data: Path) -> None:
     detected = detect_r_peaks(signals, 360.0)
     assert eval_beats.matched(reference, detected, int(TOLERANCE_S * 360)) == reference.size
     assert detected.size == reference.size
+
+
+def test_mitdb_106_window_of_bigeminy_keeps_its_normal_beats(shared_data: Path) -> None:
+    """The pipeline's 10-s window 172 of MIT-BIH 106 (normal beats between tall ventricular
+    couplets) keeps every annotated beat and adds none: the QRS level started at the median
+    block maximum, the ventricular beats' height, and search-back waited for their long RR,
+    so the window kept only its 2 ventricular beats of 10."""
+    window_s, start_s = 10.0, 172 * 10.0
+    signals = wfdb.rdrecord(str(shared_data / "mitdb" / "106")).p_signal.T
+    detected = eval_beats.pipeline_windows(signals, 2.0)
+    detected = detected[(detected >= start_s * 360) & (detected < (start_s + window_s) * 360)]
+    annotation = wfdb.rdann(str(shared_data / "mitdb" / "106"), "atr",
+                            sampfrom=int(start_s * 360), sampto=int((start_s + window_s) * 360))
+    reference = np.array([s for s, sym in zip(annotation.sample, annotation.symbol)
+                          if sym in eval_beats.BEAT_SYMBOLS])
+    assert reference.size == 10
+    assert eval_beats.matched(reference, detected, int(TOLERANCE_S * 360)) == reference.size
+    assert detected.size == reference.size

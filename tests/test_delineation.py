@@ -144,6 +144,22 @@ def test_p_onset_known_answer_with_wander(p_mv: float) -> None:
     assert abs(measured.pr_ms - KNOWN_PR_MS) <= 25.0, measured.pr_ms
 
 
+def test_bifid_p_wave_onset_is_its_first_hump() -> None:
+    """A notched P wave (two humps 70 ms apart, as in left atrial enlargement) has its onset
+    before the first hump (PR within 25 ms of 208 ms): the velocity dips to zero between
+    the humps, and that dip was taken for the onset (PR 126 ms)."""
+    t_s = np.arange(int(10 * FS_HZ)) / FS_HZ
+    atrial_mv = np.zeros_like(t_s)
+    for r_s in np.arange(0.5, 9.6, 1.0):
+        atrial_mv += 0.10 * np.exp(-0.5 * ((t_s - r_s + 0.20) / 0.015) ** 2)
+        atrial_mv += 0.15 * np.exp(-0.5 * ((t_s - r_s + 0.13) / 0.015) ** 2)
+    signal, _ = _dipole_ecg(60.0, atrial_mv=atrial_mv)
+    measured = measure_intervals(signal, detect_r_peaks(signal, FS_HZ), FS_HZ, STANDARD_LEADS)
+    assert measured.pr_ms is not None, measured.unmeasured
+    # First hump's onset 2.5 SD before its centre, QRS onset 30 ms before R.
+    assert abs(measured.pr_ms - (200.0 + 37.5 - 30.0)) <= 25.0, measured.pr_ms
+
+
 def test_f_wave_train_gives_no_pr() -> None:
     """Atrial f-waves (5-7 Hz, drifting, as large as a P wave) give PR null with a reason."""
     rng = np.random.default_rng(3)

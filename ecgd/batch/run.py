@@ -24,6 +24,7 @@ million keys; ``synchronous=FULL`` makes each commit durable before the shard is
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
@@ -31,10 +32,12 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Set, Tuple
 
 from ecgd import __version__
 from ecgd.batch.table import ERROR_COLUMNS, FILE_SUFFIX, Row, encode_shard, window_columns
@@ -347,12 +350,37 @@ class Committer:
             or time.monotonic() - self._last_commit >= self._interval_s)
 
     def commit(self) -> None:
-        """Commit everything pending (nothing to do when nothing is)."""
-        if self._pending:
-            self.run.commit_shard(self._pending)
-            self.counts.committed += len(self._pending)
-        self._pending, self._pending_keys, self._pending_rows = [], set(), 0
-        self._last_commit = time.monotonic()
+        """Commit everything pending (nothing to do when nothing is); a Ctrl-C that comes
+        meanwhile is raised once the shard is committed."""
+        with _ctrl_c_deferred():
+            if self._pending:
+                self.run.commit_shard(self._pending)
+                self.counts.committed += len(self._pending)
+            self._pending, self._pending_keys, self._pending_rows = [], set(), 0
+            self._last_commit = time.monotonic()
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """SIGINT held back until the block ends, then raised as KeyboardInterrupt.
+
+    A Ctrl-C that landed between a shard's ledger row and its renames left the shard
+    committed but still pending, and the commit that the interrupted batch makes on its
+    way out wrote it again and failed on the ledger ("results cannot be written", exit 74)
+    instead of stopping with 130. Only the main thread can own signal handlers; elsewhere
+    the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def describe_run(run: RunFolder) -> str:

@@ -15,8 +15,8 @@ The detector combines all leads it is given (12, or the 1-2 of a Holter record):
    Hamilton & Tompkins' detector: a peak is a QRS when it rises ``_THRESHOLD_FRACTION`` of
    the way from the recent noise level to the recent QRS level (medians of the last 8 of
    each); a peak within 360 ms of a beat whose slope is under half that beat's is a T wave;
-   when no beat came for 1.5 recent RR intervals, the highest peak in the gap above half the
-   threshold is taken (search-back). A peak the feature does not fall below
+   when no beat came for 1.5 recent RR intervals (at most 1.5 x ``_SEARCHBACK_MAX_RR_S``),
+   the highest peak in the gap above half the threshold is taken (search-back). A peak the feature does not fall below
    ``_VALLEY_FRACTION`` of the lower of it and the last beat to reach is the same complex as
    that beat (a wide ventricular beat's tail, its T wave, a noise burst riding on it): only
    the higher of the two stays a beat. Two QRS complexes are always parted by an ST segment
@@ -52,6 +52,14 @@ _ENVELOPE_CAP = 2.0          # a lead's normalised envelope is capped at twice i
 _HISTORY_BEATS = 8
 _THRESHOLD_FRACTION = 0.5    # of the way from the noise level to the QRS level
 _SEARCHBACK_RR_FACTOR = 1.5
+# The RR that search-back assumes is at most 1.2 s (50 bpm): when only the tall ectopic beats
+# of a bigeminal stretch pass the threshold, their long RR would otherwise keep search-back
+# from ever looking for the normal beats between them.
+_SEARCHBACK_MAX_RR_S = 1.2
+# The starting QRS level is the lower quartile of the 2-s block maxima: every block holds a
+# beat above 30 bpm, and the quartile is the smaller beats' height where tall ectopic beats
+# fill most blocks (the median then set a threshold above every normal beat: MIT-BIH 106).
+_INITIAL_QRS_QUANTILE = 0.25
 _SEARCHBACK_FRACTION = 0.5   # of the threshold
 _T_WAVE_WINDOW_S = 0.36
 _T_WAVE_SLOPE_FRACTION = 0.5
@@ -232,12 +240,13 @@ class _Classifier:
         self.refractory = max(1, int(round(REFRACTORY_S * fs_hz)))
         self.t_wave_window = int(round(_T_WAVE_WINDOW_S * fs_hz))
         self.block = max(1, int(round(_BLOCK_S * fs_hz)))
+        self.max_rr = _SEARCHBACK_MAX_RR_S * fs_hz
 
     def initial_levels(self) -> Tuple[float, float, List[float]]:
-        """(QRS level, noise level, RR history) before any beat: the median of the 2-s block
-        maxima of the feature, the median of the peaks below half of that, no RR."""
+        """(QRS level, noise level, RR history) before any beat: the lower quartile of the 2-s
+        block maxima of the feature, the median of the peaks below half of that, no RR."""
         blocks = _block_values(self.feature[np.newaxis], self.block)[0]
-        qrs_level = float(np.median(blocks.max(axis=1)))
+        qrs_level = float(np.quantile(blocks.max(axis=1), _INITIAL_QRS_QUANTILE))
         below = [h for h in self.heights if h < 0.5 * qrs_level]
         return qrs_level, float(np.median(below)) if below else 0.0, []
 
@@ -288,7 +297,7 @@ class _Classifier:
                 statistics.median(qrs_heights) - noise_level)
             if beats and rr and since_beat and (
                     sample - beats[-1] > _SEARCHBACK_RR_FACTOR
-                    * statistics.fmean(rr[-_HISTORY_BEATS:])):
+                    * min(statistics.fmean(rr[-_HISTORY_BEATS:]), self.max_rr)):
                 missed = max(since_beat, key=lambda peak: peak[1])
                 if (missed[1] > _SEARCHBACK_FRACTION * threshold
                         and missed[0] - beats[-1] > self.refractory):

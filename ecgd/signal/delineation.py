@@ -20,8 +20,10 @@ QTc and the P, QRS and T axes, measured once per window on a representative beat
 4. The P wave is the largest spatial amplitude in the 300 ms before the QRS. It is taken as
    a P wave only when it is at least ``_P_MIN_MV`` and every beat shows the same wave there
    (``_P_MIN_CONSISTENCY``), so atrial fibrillation and flutter give no PR. Its onset is
-   where the spatial velocity, smoothed over ``_P_SMOOTH_S`` so that noise does not carry a
-   small P's onset away, falls to ``_P_EDGE_FRACTION`` of its steepest rise.
+   the end of the last stretch of ``_P_QUIET_S`` before the steepest rise where the spatial
+   velocity, smoothed over ``_P_SMOOTH_S`` so that noise does not carry a small P's onset
+   away, stays under ``_P_EDGE_FRACTION`` of that rise: the velocity of a notched or bifid
+   P wave dips between its humps, and the first dip is not the onset.
 5. Axes are the angle of the net area of the wave in leads I and aVF (hexaxial system,
    aVF = (sqrt(3)/2) E sin(angle)), over the wave's global boundaries.
 
@@ -59,7 +61,8 @@ _TP_MIN_AFTER_QRS_S = 0.3  # ... and at least 300 ms after the QRS
 _T_MIN_MV = 0.05           # spatial amplitude of the T wave above the level after it
 _P_WINDOW_S = 0.30
 _P_GAP_S = 0.02          # the P peak is at least 20 ms before the QRS onset
-_P_EDGE_FRACTION = 0.35
+_P_EDGE_FRACTION = 0.42
+_P_QUIET_S = 0.04        # the isoelectric stretch before a P wave lasts at least 40 ms
 _P_SMOOTH_S = 0.02       # P onset on the velocity of a 20-ms moving average
 _P_MIN_MV = 0.05         # spatial amplitude of the median beat's P wave
 _P_MIN_CONSISTENCY = 0.3  # 1 - RMS(beat - median, less a ramp) / RMS(median), P window
@@ -340,11 +343,23 @@ def _p_onset(template: np.ndarray, beats: np.ndarray, amplitude: np.ndarray, qrs
     if rise.size < 2:
         return None, "no_p_wave"
     steepest = p_start + int(np.argmax(rise))
-    onset = _first_below(velocity, steepest, p_start - 1,
-                         _P_EDGE_FRACTION * float(velocity[steepest]))
+    onset = _end_of_quiet_stretch(velocity, steepest, p_start,
+                                  _P_EDGE_FRACTION * float(velocity[steepest]),
+                                  max(1, int(round(_P_QUIET_S * fs_hz))))
     if onset is None:
         return None, "p_onset_not_found"
     return onset, ""
+
+
+def _end_of_quiet_stretch(values: np.ndarray, start: int, lowest: int, level: float,
+                          width: int) -> Optional[int]:
+    """The last index at or before ``start`` and at or after ``lowest`` that ends ``width``
+    consecutive values below ``level`` (values before ``lowest`` count towards the stretch);
+    None when there is none."""
+    indices = np.arange(values.size)
+    last_above = np.maximum.accumulate(np.where(values < level, -1, indices))
+    quiet = np.flatnonzero(indices[lowest:start + 1] - last_above[lowest:start + 1] >= width)
+    return lowest + int(quiet[-1]) if quiet.size else None
 
 
 def _consistency(beats: np.ndarray, template: np.ndarray) -> float:
