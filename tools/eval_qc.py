@@ -22,7 +22,7 @@ of every dominant beat minus the median beat). Accepted bw windows within that a
 
 Usage:
     PYTHONPATH=. python tools/eval_qc.py [--data DIR] [--public-gate] [--dump FILE.npz]
-        [--markdown FILE]
+        [--markdown FILE] [--plot FILE.png]
 """
 from __future__ import annotations
 
@@ -257,9 +257,11 @@ def bw_summary(rows: List[dict]) -> List[str]:
     return lines
 
 
-def public_gate(result: Dict[str, object], ours: List[dict]) -> List[str]:
+def public_gate(result: Dict[str, object], ours: List[dict]
+                ) -> Tuple[List[str], Dict[Tuple[str, int], float]]:
     """ecg-integrity's aggregate score on the held-out windows (clean; em, ma, bw at 0 and
-    6 dB), thresholded where it accepts as many clean windows as ecgd does."""
+    6 dB), thresholded where it accepts as many clean windows as ecgd does: the table's
+    lines, and its reject rate per (noise kind, SNR dB)."""
     from ecg_integrity import aggregate_results, run_detectors
 
     ludb = result["ludb"]
@@ -280,15 +282,53 @@ def public_gate(result: Dict[str, object], ours: List[dict]) -> List[str]:
              f"{100 * np.mean(clean >= threshold):.1f} % of clean, as ecgd accepts "
              f"{100 * accepted:.1f} %):", "", "| windows | ecg-integrity rejected | ecgd rejected |",
              "|---|---|---|"]
+    rejected: Dict[Tuple[str, int], float] = {}
     for kind in NOISE_KINDS:
         for snr in (0, 6):
             scores = np.array([score(stressed(*ludb[name], pick_segments(
                 pools[kind].held_out, name, kind, snr), snr)) for name in names])
             ecgd = np.mean([not r["accepted"] for r in ours if r["kind"] == kind
                             and r["snr"] == snr and r["part"] == "held_out"])
-            lines.append(f"| {kind} {snr} dB | {100 * np.mean(scores < threshold):.1f} % | "
+            rejected[(kind, snr)] = float(np.mean(scores < threshold))
+            lines.append(f"| {kind} {snr} dB | {100 * rejected[(kind, snr)]:.1f} % | "
                          f"{100 * ecgd:.1f} % |")
-    return lines
+    return lines, rejected
+
+
+def plot(rows: List[dict], gate: Optional[Dict[Tuple[str, int], float]], path: Path) -> None:
+    """Reject rate against SNR, one panel per noise kind, calibration and held-out parts
+    (and ecg-integrity's held-out points when computed), with issue 10's targets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(NOISE_KINDS), figsize=(12, 3.6), sharey=True)
+    clean = {part: 100 * np.mean([r["accepted"] for r in rows
+                                  if r["kind"] == "clean" and r["part"] == part])
+             for part in ("calibration", "held_out")}
+    for ax, kind in zip(axes, NOISE_KINDS):
+        for part, style in (("calibration", "o-"), ("held_out", "s--")):
+            rates = [100 * np.mean([not r["accepted"] for r in rows if r["kind"] == kind
+                                    and r["snr"] == snr and r["part"] == part])
+                     for snr in SNRS_DB]
+            ax.plot(SNRS_DB, rates, style, label=f"ecgd, {part.replace('_', '-')}")
+        if gate:
+            snrs = sorted(snr for k, snr in gate if k == kind)
+            ax.plot(snrs, [100 * gate[(kind, snr)] for snr in snrs], "x:", color="grey",
+                    markersize=9, label="ecg-integrity, held-out")
+        if kind in ("em", "ma"):
+            ax.plot([0, 6], [90, 60], "v", color="red", label="target (at least)")
+        ax.set_title(f"NSTDB {kind}")
+        ax.set_xlabel("SNR (dB)")
+        ax.set_xticks(SNRS_DB)
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("windows rejected (%)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    figure.suptitle(f"ecgd QC on LUDB + NSTDB noise: clean accepted {clean['calibration']:.1f} % "
+                    f"(calibration), {clean['held_out']:.1f} % (held out)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
 
 
 def main() -> None:
@@ -296,6 +336,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--dump", type=Path, help="per-lead features of every window (.npz)")
+    parser.add_argument("--plot", type=Path, help="reject rate against SNR (matplotlib)")
     parser.add_argument("--public-gate", action="store_true",
                         help="also ecg-integrity on the held-out part (pip install "
                              "ecg-integrity; slow: about 1 s per window)")
@@ -305,13 +346,17 @@ def main() -> None:
     rows = result["rows"]
     lines = ["ecgd QC (defaults of [qc]):", ""] + table(rows, lambda r: r["accepted"]) + [""]
     lines += misjudged(rows) + [""] + bw_summary(rows)
+    gate = None
     if args.public_gate:
-        lines += [""] + public_gate(result, rows)
+        gate_lines, gate = public_gate(result, rows)
+        lines += [""] + gate_lines
     lines.append(f"\n({time.perf_counter() - started:.0f} s)")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
+    if args.plot:
+        plot(rows, gate, args.plot)
     if args.dump:
         keys = ("bsqi", "ksqi", "psqi", "bassqi")
         features = np.array([[[np.nan if r["features"][lead][k] is None else r["features"][lead][k]
