@@ -29,7 +29,7 @@ others load, wall time measures the share of the cores a run got; CPU time still
 the work, so the core-ms ratios are the ones to compare between runs. Inference only counts
 its steady state (session start excluded), ``ecgd batch`` and the script the whole process.
 
-    python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch]
+    python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch] [--plot FILE.png]
 """
 from __future__ import annotations
 
@@ -264,6 +264,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--ray-nodes", type=int, nargs="*", default=[1, 2],
                         help="local Ray cluster sizes to run (none: skip Ray)")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="windows/s of every configuration against the targets")
     parser.add_argument("--stages", type=int, metavar="N",
                         help="only print each stage's core-ms per window on N inputs")
     args = parser.parse_args()
@@ -320,7 +322,44 @@ def main() -> int:
             cluster.shutdown()
     _print(results)
     (args.workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if args.plot:
+        plot(results, args.plot)
     return 0
+
+
+def plot(results: Dict[str, Any], path: Path) -> None:
+    """Windows/s of every configuration as bars, with issue 12's targets as lines: 0.85 x the
+    best inference only, 2.5 x the per-file script, 0.8 x the best local engine (Ray)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {name: value for name, value in results.items() if name not in ("machine", "count")}
+    names = list(runs)[::-1]  # the first configuration on top
+    rate = [runs[name]["windows_per_s"] for name in names]
+    best_inference = max(runs[k]["windows_per_s"] for k in runs if k.startswith("inference"))
+    best_local = max(runs[k]["windows_per_s"] for k in runs
+                     if k.startswith("ecgd_batch ") and "ray" not in k)
+    colours = ["grey" if name.startswith(("inference", "per_file")) else
+               "tab:purple" if "ray" in name else "tab:blue" for name in names]
+    figure, ax = plt.subplots(figsize=(9, 3.8))
+    ax.barh(names, rate, color=colours)
+    for y, value in enumerate(rate):
+        ax.text(value + 0.5, y, f"{value:.1f}", va="center", fontsize=8)
+    targets = (("0.85 x inference only", 0.85 * best_inference, "tab:red"),
+               ("2.5 x per-file script", 2.5 * runs["per_file_script"]["windows_per_s"],
+                "tab:orange"),
+               ("Ray: 0.8 x local engine", 0.8 * best_local, "tab:purple"))
+    for label, value, colour in targets:
+        ax.axvline(value, color=colour, linestyle="--", linewidth=1, label=f"{label} ({value:.1f})")
+    machine = results["machine"]
+    ax.set_xlabel("windows per second (wall time)")
+    ax.set_title(f"{results['count']} recordings on {machine['cores']} cores "
+                 f"({machine['cpu_model']}), commit {machine['commit']}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
 
 
 def _record(results: Dict[str, Any], name: str, value: Any) -> None:
