@@ -233,6 +233,13 @@ class _Classifier:
         self.feature = feature
         self.candidates = candidates.tolist()
         self.heights = feature[candidates].tolist()
+        self.position = {sample: i for i, sample in enumerate(self.candidates)}
+        # The feature's minimum from each candidate to the next, so the valley between two
+        # candidates is a min() over a few of these, not a numpy call per candidate (NaN,
+        # which fails every comparison, becomes -inf, which fails the valley test alike).
+        gap_minima = np.minimum.reduceat(feature, candidates)
+        gap_minima[np.isnan(gap_minima)] = -np.inf
+        self.gap_minima = gap_minima.tolist()
         radius = max(1, int(round(_REFINE_S * fs_hz)))
         padded = np.concatenate([np.zeros(radius), slope, np.zeros(radius)])
         windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)
@@ -248,7 +255,7 @@ class _Classifier:
         blocks = _block_values(self.feature[np.newaxis], self.block)[0]
         qrs_level = float(np.quantile(blocks.max(axis=1), _INITIAL_QRS_QUANTILE))
         below = [h for h in self.heights if h < 0.5 * qrs_level]
-        return qrs_level, float(np.median(below)) if below else 0.0, []
+        return qrs_level, statistics.median(below) if below else 0.0, []
 
     def learnt_levels(self, beats: List[int]) -> Tuple[float, float, List[float]]:
         """(QRS level, noise level, RR history) learnt by a first pass: the medians of its
@@ -258,8 +265,13 @@ class _Classifier:
         chosen = set(beats)
         qrs = [h for c, h in zip(self.candidates, self.heights) if c in chosen]
         noise = [h for c, h in zip(self.candidates, self.heights) if c not in chosen]
-        rr = [float(np.median(np.diff(beats)))] * _HISTORY_BEATS if len(beats) > 1 else []
-        return float(np.median(qrs)), float(np.median(noise)) if noise else 0.0, rr
+        rr = [float(statistics.median(np.diff(beats).tolist()))] * _HISTORY_BEATS \
+            if len(beats) > 1 else []
+        return statistics.median(qrs), statistics.median(noise) if noise else 0.0, rr
+
+    def valley(self, start: int, stop: int) -> float:
+        """The feature's minimum from candidate ``start`` up to candidate ``stop`` (excluded)."""
+        return min(self.gap_minima[self.position[start]:self.position[stop]])
 
     def run(self, qrs_level: float, noise_level: float, rr_history: List[float]) -> List[int]:
         """One pass over the candidates in time order; the beats' sample indices."""
@@ -282,7 +294,7 @@ class _Classifier:
             since_beat.clear()
 
         for sample, height, steepness in zip(self.candidates, self.heights, self.steepness):
-            if beats and self.feature[beats[-1]:sample].min() > _VALLEY_FRACTION * min(
+            if beats and self.valley(beats[-1], sample) > _VALLEY_FRACTION * min(
                     height, beat_heights[-1]):
                 if height <= beat_heights[-1]:
                     continue

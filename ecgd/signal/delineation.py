@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -121,7 +122,7 @@ def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
     if r_peaks.size < _MIN_BEATS + 1:
         return None
     rr = np.diff(r_peaks).astype(np.float64)
-    rr_median = float(np.median(rr))
+    rr_median = float(statistics.median(rr.tolist()))
     before = int(round(_BEFORE_R_S * fs_hz))
     after = int(round(min(_AFTER_R_S * fs_hz, 0.9 * rr_median)))
     n = window_mv.shape[1]
@@ -144,7 +145,7 @@ def median_beat(window_mv: np.ndarray, r_peaks: np.ndarray, fs_hz: float
         knots = x[:, knot_starts[:, np.newaxis] + np.arange(knot_width)].mean(axis=2)
         where = (inside[:, np.newaxis] + offsets[np.newaxis, :]).ravel().astype(np.float64)
         centres = knot_starts + 0.5 * (knot_width - 1)
-        beats = beats - _interpolate_rows(knots, centres, where).reshape(beats.shape)
+        beats -= _interpolate_rows(knots, centres, where).reshape(beats.shape)
     template = _lowpass(float(fs_hz))(_median_of_beats(beats))
     return template, before, rr_median, beats
 
@@ -164,7 +165,12 @@ def _interpolate_rows(values: np.ndarray, at: np.ndarray, where: np.ndarray) -> 
         return np.repeat(values, where.size, axis=1)
     right = np.clip(np.searchsorted(at, where), 1, at.size - 1)
     fraction = np.clip((where - at[right - 1]) / (at[right] - at[right - 1]), 0.0, 1.0)
-    return values[:, right - 1] * (1.0 - fraction) + values[:, right] * fraction
+    interpolated = values[:, right - 1]
+    interpolated *= 1.0 - fraction
+    high = values[:, right]
+    high *= fraction
+    interpolated += high
+    return interpolated
 
 
 def _first_below(values: np.ndarray, start: int, stop: int, level: float) -> Optional[int]:

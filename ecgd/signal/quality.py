@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import statistics
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -247,7 +249,15 @@ def _rate_factor(r_peaks: np.ndarray, fs_hz: float) -> float:
     """Beats per second (from the median RR), at least 1."""
     if r_peaks.size < 3:
         return 1.0
-    return max(1.0, fs_hz / float(np.median(np.diff(r_peaks))))
+    return max(1.0, fs_hz / float(statistics.median(np.diff(r_peaks).tolist())))
+
+
+def _median_of_leads(values: np.ndarray) -> float:
+    """``np.median`` of one value per lead, the same to the bit (NaN when one is NaN): for a
+    dozen values, a Python sort costs a tenth of np.median's call."""
+    listed = values.tolist()
+    return math.nan if any(math.isnan(value) for value in listed) else \
+        float(statistics.median(listed))
 
 
 def _beat_agreement(lead_envelopes: np.ndarray, r_peaks: np.ndarray,
@@ -358,7 +368,7 @@ def assess_window(window_mv: np.ndarray, fs_hz: float, lead_names: Sequence[str]
         indices = {"noise": (psqi, thresholds.psqi_min), "electrode_motion":
                    (bsqi, thresholds.bsqi_min), "kurtosis": (ksqi, thresholds.ksqi_min),
                    "baseline_wander": (bassqi, thresholds.bassqi_min)}
-        failing = {code: float(np.median(values[measurable])) < limit
+        failing = {code: _median_of_leads(values[measurable]) < limit
                    for code, (values, limit) in indices.items()}
         for code, (values, limit) in indices.items():
             if failing[code]:
