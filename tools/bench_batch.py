@@ -29,7 +29,8 @@ others load, wall time measures the share of the cores a run got; CPU time still
 the work, so the core-ms ratios are the ones to compare between runs. Inference only counts
 its steady state (session start excluded), ``ecgd batch`` and the script the whole process.
 
-    python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch] [--plot FILE.png]
+    python3 tools/bench_batch.py [--count 1000] [--workdir /tmp/ecgd-bench-batch]
+        [--plot FILE.png]
 """
 from __future__ import annotations
 
@@ -351,7 +352,8 @@ def plot(results: Dict[str, Any], path: Path) -> None:
                 "tab:orange"),
                ("Ray: 0.8 x local engine", 0.8 * best_local, "tab:purple"))
     for label, value, colour in targets:
-        ax.axvline(value, color=colour, linestyle="--", linewidth=1, label=f"{label} ({value:.1f})")
+        ax.axvline(value, color=colour, linestyle="--", linewidth=1,
+                   label=f"{label} ({value:.1f})")
     machine = results["machine"]
     ax.set_xlabel("windows per second (wall time)")
     ax.set_title(f"{results['count']} recordings on {machine['cores']} cores "

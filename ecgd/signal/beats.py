@@ -16,14 +16,15 @@ The detector combines all leads it is given (12, or the 1-2 of a Holter record):
    the way from the recent noise level to the recent QRS level (medians of the last 8 of
    each); a peak within 360 ms of a beat whose slope is under half that beat's is a T wave;
    when no beat came for 1.5 recent RR intervals (at most 1.5 x ``_SEARCHBACK_MAX_RR_S``),
-   the highest peak in the gap above half the threshold is taken (search-back). A peak the feature does not fall below
-   ``_VALLEY_FRACTION`` of the lower of it and the last beat to reach is the same complex as
-   that beat (a wide ventricular beat's tail, its T wave, a noise burst riding on it): only
-   the higher of the two stays a beat. Two QRS complexes are always parted by an ST segment
-   where the QRS band is quiet; without this rule search-back took the shoulder after a wide
-   beat in its compensatory pause. The pass runs twice: the second starts from the levels
-   and the RR interval the first learnt, so the first seconds of a lone window are judged
-   like the rest and one premature beat does not trigger a search-back.
+   the highest peak in the gap above half the threshold is taken (search-back). A peak the
+   feature does not fall below ``_VALLEY_FRACTION`` of the lower of it and the last beat to
+   reach is the same complex as that beat (a wide ventricular beat's tail, its T wave, a
+   noise burst riding on it): only the higher of the two stays a beat. Two QRS complexes are
+   always parted by an ST segment where the QRS band is quiet; without this rule search-back
+   took the shoulder after a wide beat in its compensatory pause. The pass runs twice: the
+   second starts from the levels and the RR interval the first learnt, so the first seconds
+   of a lone window are judged like the rest and one premature beat does not trigger a
+   search-back.
 4. Each beat is placed at the largest squared QRS-band amplitude within 80 ms, between
    feature samples by a parabola, and mapped back to the input rate.
 

@@ -18,8 +18,8 @@ hidden name beside it or from another folder, both atomic, so ready at once), or
 its size and mtime have been stable for ``settle_s`` without inotify having seen a write in
 progress (files written over NFS, or while ecgd was down). A file seen being written but never
 closed (close event lost) is taken once stable for ``wfdb_wait_s``. A WFDB header waits for
-every data file it names for ``wfdb_wait_s``; a ``.dat``/``.mat``/``.xyz`` no header names is failed
-after the same time.
+every data file it names for ``wfdb_wait_s``; a ``.dat``/``.mat``/``.xyz`` no header names is
+failed after the same time.
 
 Names dropped by vendors may hold patient identifiers: they are never logged (logs carry
 ``name_hash``), and never used unsanitized to build a path. Memory stays bounded in a burst:
