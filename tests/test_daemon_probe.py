@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from daemon_harness import Supervisor, wait_for
+from daemon_harness import DaemonProcess, Supervisor, wait_for
 from test_daemon import Appliance, _csv_from_wfdb, _distinct_ludb_inputs
 
 POISON = "poison.csv"
@@ -32,6 +33,19 @@ def _attempts_in_hand(processing: Path) -> Dict[str, int]:
             if not name.startswith("."):
                 in_hand[name] = attempts
     return in_hand
+
+
+def _kill_unless_an_input_is_retried(daemon: DaemonProcess, processing: Path) -> bool:
+    """SIGKILL ``daemon`` unless an input it holds is on its second attempt or later; whether
+    it was killed. The daemon is stopped (SIGSTOP) while its claims are read, so it cannot
+    begin a retry between that check and the kill: a retried input in hand at a random kill
+    would reach ``max_crashes`` and be failed, as the poison is."""
+    daemon.process.send_signal(signal.SIGSTOP)
+    if any(n > 1 for n in _attempts_in_hand(processing).values()):
+        daemon.process.send_signal(signal.SIGCONT)
+        return False
+    daemon.kill()
+    return True
 
 
 def _bad_inputs(folder: Path) -> Dict[str, str]:
@@ -100,8 +114,8 @@ def run_probe(root: Path, manifest: Path, shared_data: Path, good_count: int,
                   and len(appliance.names_in(appliance.done)) >= kill_after[kills]
                   and not any(n > 1 for n in in_hand.values())  # never twice on one input
                   and daemon.process.poll() is None and daemon.notify.has("READY", "1")):
-                daemon.kill()
-                kills += 1
+                if _kill_unless_an_input_is_retried(daemon, appliance.processing):
+                    kills += 1
             time.sleep(0.005)
         daemon = supervisor.current
         daemon.wait_ready()
