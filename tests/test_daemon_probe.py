@@ -92,6 +92,7 @@ def run_probe(root: Path, manifest: Path, shared_data: Path, good_count: int,
     drops = [path for path in good] + [poison] + [staging / name for name in bad]
     rng = random.Random(seed)
     rng.shuffle(drops)
+    appliance.incoming.mkdir(parents=True, exist_ok=True)  # the folder may be dropped first
     for path in drops:
         if path.is_dir():
             os.rename(path, appliance.incoming / path.name)
